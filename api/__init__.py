@@ -1,0 +1,1 @@
+"""HTTP API process: aiohttp routes, validation, auth (DESIGN.md section 3)."""

@@ -1,0 +1,150 @@
+"""RabbitMQ: the durable work queue that carries wake-ups (notification ids), via aio-pika.
+
+The queue is a durable quorum queue; messages are persistent and every publish waits for
+the broker's confirm. Dead letters (exhausted retries, poison messages) go through the
+``notifier.dlx`` exchange to ``<queue>.dead``, where ``notifier dlq`` reads and replays them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from notifier.settings import Settings
+
+DLX_EXCHANGE = "notifier.dlx"
+DELIVERY_LIMIT = 20  # a message redelivered this often is poison: dead-letter it
+PUBLISH_TIMEOUT_SECONDS = 10.0
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached, or did not confirm a publish."""
+
+
+def encode(notification_id: str, **extra: Any) -> bytes:
+    return orjson.dumps({"id": notification_id, **extra})
+
+
+def decode(body: bytes) -> str | None:
+    """The notification id carried by a message body, or None for garbage."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict):
+        nid = value.get("id")
+        if isinstance(nid, str) and nid:
+            return nid
+    return None
+
+
+def queue_arguments(settings: Settings) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DLX_EXCHANGE,
+        "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-delivery-limit": DELIVERY_LIMIT,
+    }
+
+
+class Broker:
+    """A robust connection with one confirm-mode publishing channel."""
+
+    def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
+        self.settings = settings
+        self.connection = connection
+        self._channel: AbstractChannel | None = None
+        self._dlx: AbstractExchange | None = None
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, timeout: float = 10.0) -> Broker:
+        try:
+            connection = await aio_pika.connect_robust(settings.amqp_url, timeout=timeout)
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
+        broker = cls(settings, connection)
+        await broker.declare()
+        return broker
+
+    async def declare(self) -> None:
+        """Declare the exchange and queues, idempotently."""
+        channel = await self.connection.channel(publisher_confirms=True)
+        self._dlx = await channel.declare_exchange(
+            DLX_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dead = await channel.declare_queue(
+            self.settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(self._dlx, routing_key=self.settings.dead_letter_queue)
+        await channel.declare_queue(
+            self.settings.queue, durable=True, arguments=queue_arguments(self.settings)
+        )
+        self._channel = channel
+
+    async def _publish(
+        self, exchange: AbstractExchange, routing_key: str, body: bytes, message_id: str
+    ) -> None:
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            message_id=message_id,
+        )
+        await exchange.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS)
+
+    async def publish(self, ids: Sequence[str]) -> None:
+        """Publish each id to the work queue and wait for every confirm.
+
+        Raises :class:`BrokerUnavailable` if any publish is not confirmed; the caller leaves
+        those documents unpublished and the sweeper publishes them later.
+        """
+        if not ids:
+            return
+        channel = self._require_channel()
+        exchange = channel.default_exchange
+        try:
+            await asyncio.gather(
+                *(self._publish(exchange, self.settings.queue, encode(i), i) for i in ids)
+            )
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+
+    async def publish_dead(self, notification_id: str, reason: str) -> None:
+        """Put a notification id on the dead-letter queue, with the reason."""
+        self._require_channel()
+        assert self._dlx is not None
+        try:
+            await self._publish(
+                self._dlx,
+                self.settings.dead_letter_queue,
+                encode(notification_id, reason=reason),
+                notification_id,
+            )
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"dead-letter publish failed: {type(exc).__name__}") from exc
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages ready in the work queue and in the dead-letter queue."""
+        channel = self._require_channel()
+        depths: dict[str, int] = {}
+        for name in (self.settings.queue, self.settings.dead_letter_queue):
+            queue = await channel.declare_queue(name, passive=True)
+            depths[name] = queue.declaration_result.message_count or 0
+        return depths
+
+    async def ping(self) -> None:
+        if self.connection.is_closed or self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("broker connection is closed")
+
+    def _require_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("broker channel is closed")
+        return self._channel
+
+    async def close(self) -> None:
+        await self.connection.close()

@@ -1,0 +1,186 @@
+"""Settings: one frozen object read once from the environment (DESIGN.md section 5).
+
+Nothing else in the code base reads ``os.environ`` for configuration. A bad value stops
+the process at start with one line naming the variable (:class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "NOTIFIER_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class UnknownOutcomePolicy(StrEnum):
+    """What the sweeper does with an attempt that started but never finished (worker crash)."""
+
+    RESEND = "resend"  # at-least-once: push again (a duplicate is possible, and counted)
+    FAIL = "fail"  # at-most-once: hold as failed with reason outcome_unknown
+
+
+def _check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(
+            f"must be a {what} URL ({'|'.join(schemes)}://host...), got {_redact(value)!r}"
+        )
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"has a bad port: {_redact(value)!r}") from exc
+    return value
+
+
+def _redact(url: str) -> str:
+    """Hide the password of a URL so that a settings error never prints a secret."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+class Settings(BaseModel):
+    """Every setting of the product, with its DESIGN.md default."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    store_url: str = "mongodb://127.0.0.1:27017/notifier"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    queue: str = Field(default="notifications", min_length=1, max_length=200)
+    prefetch: int = Field(default=10, ge=1, le=10_000)
+    lock_seconds: int = Field(default=300, ge=5)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+
+    fcm_credentials: Path | None = None
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_endpoint: str = "https://api.push.apple.com"
+    provider_ca_file: Path | None = None
+    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    sweep_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    retry_base_seconds: float = Field(default=10.0, gt=0)
+    retry_max_seconds: float = Field(default=900.0, gt=0)
+    unknown_outcome: UnknownOutcomePolicy = UnknownOutcomePolicy.RESEND
+
+    api_rate_per_second: float = Field(default=2000.0, gt=0)
+    api_rate_burst: int = Field(default=4000, ge=1)
+
+    log_format: LogFormat = LogFormat.JSON
+    log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        return _check_url(
+            v, ("mongodb", "mongodb+srv", "postgresql", "postgres"), "MongoDB or PostgreSQL"
+        )
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, v: str) -> str:
+        return _check_url(v, ("amqp", "amqps"), "AMQP")
+
+    @field_validator("fcm_endpoint", "apns_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_url(v, ("https", "http"), "HTTP(S)").rstrip("/")
+
+    @field_validator("fcm_credentials", "apns_key_file", "provider_ca_file")
+    @classmethod
+    def _file(cls, v: Path | None) -> Path | None:
+        return _existing_file(v)
+
+    @model_validator(mode="after")
+    def _apns_complete(self) -> Settings:
+        given = {
+            "apns_key_file": self.apns_key_file,
+            "apns_key_id": self.apns_key_id,
+            "apns_team_id": self.apns_team_id,
+            "apns_topic": self.apns_topic,
+        }
+        if any(given.values()):
+            for name, value in given.items():
+                if not value:
+                    raise _FieldError(name, "is required when APNs is configured")
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise _FieldError("retry_max_seconds", "must be >= NOTIFIER_RETRY_BASE_SECONDS")
+        return self
+
+    @property
+    def store_kind(self) -> str:
+        """``postgresql`` or ``mongodb``, from the scheme of the store URL."""
+        return "postgresql" if self.store_url.startswith(("postgresql", "postgres")) else "mongodb"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+    @property
+    def apns_enabled(self) -> bool:
+        return self.apns_key_file is not None
+
+    @property
+    def fcm_enabled(self) -> bool:
+        return self.fcm_credentials is not None
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + str(loc[0]).upper() if loc else "NOTIFIER_*"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``environ`` (default: the process environment).
+
+    Raises :class:`SettingsError` with one line naming the offending variable.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {
+        name[len(ENV_PREFIX) :].lower(): value
+        for name, value in env.items()
+        if name.startswith(ENV_PREFIX) and value != ""
+    }
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _FieldError):
+            name = ENV_PREFIX + ctx_error.field.upper()
+            message = str(ctx_error)
+        else:
+            name = _env_name(tuple(err.get("loc", ())))
+            message = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{name}: {message}") from None

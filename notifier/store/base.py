@@ -1,0 +1,238 @@
+"""The store protocol: every operation the API, the workers and the sweeper need.
+
+Two implementations pass one contract suite (``tests/store/test_contract.py``):
+:mod:`notifier.store.postgres` (asyncpg) and :mod:`notifier.store.mongo` (PyMongo async).
+The store is the source of truth; the broker only carries wake-ups (DESIGN.md section 1).
+
+Rules every implementation keeps:
+- every state change that two processes could race on is ONE atomic conditional update
+  (compare-and-set); no read-then-write;
+- times are aware UTC datetimes (stores may keep microsecond precision only);
+- network failures and timeouts surface as :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from notifier.models import (
+    AttemptOutcome,
+    Device,
+    LastError,
+    Notification,
+    Platform,
+    Status,
+)
+from notifier.settings import UnknownOutcomePolicy
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """``created`` is False on an idempotency replay: ``notification`` is then the stored one."""
+
+    notification: Notification
+    created: bool
+
+
+class ClaimMiss(StrEnum):
+    """Why a claim did not win the document."""
+
+    MISSING = "missing"
+    FINAL = "final"  # sent, failed, cancelled or expired already
+    LOCKED = "locked"  # another worker holds an unexpired lock
+    NOT_DUE = "not_due"  # scheduled_for / next_attempt_at still in the future
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    notification: Notification | None
+    miss: ClaimMiss | None = None
+
+    @property
+    def won(self) -> bool:
+        return self.notification is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker writes after one push attempt.
+
+    ``status`` is SENT, RETRYING (with ``next_attempt_at``), FAILED or EXPIRED.
+    """
+
+    status: Status
+    attempt_outcome: AttemptOutcome
+    finished_at: datetime
+    provider_status: int | None = None
+    provider_message_id: str | None = None
+    next_attempt_at: datetime | None = None
+    last_error: LastError | None = None
+
+
+class CancelResult(StrEnum):
+    CANCELLED = "cancelled"  # now cancelled (or was already cancelled)
+    CONFLICT = "conflict"  # already sent/failed/expired, or a worker is pushing it right now
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Notification]
+    next: str | None  # cursor for ``after``: the id of the last item, None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredLock:
+    """A document whose lock expired (its worker died), as the sweeper found it."""
+
+    id: str
+    unknown_attempt: bool  # the last attempt started but never finished
+    republish: bool  # False when the policy held it as failed (outcome_unknown)
+
+
+class NotificationStore(Protocol):
+    """Async store of notifications, devices and API keys."""
+
+    kind: str  # "postgresql" or "mongodb"
+
+    # -- lifetime -------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Create tables/collections and indexes, idempotently (safe with many processes)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise :class:`StoreUnavailable` otherwise."""
+
+    # -- API side ---------------------------------------------------------------------
+    async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
+        """Insert in bulk (a constant number of round trips), results in input order.
+
+        Idempotent per ``(app, idempotency_key)``: a notification whose key is already stored
+        is not inserted; its result is the stored notification with ``created=False``.
+        Two processes inserting the same key at once: exactly one creates it.
+        The insert is durable when this returns (PostgreSQL committed; MongoDB majority).
+        """
+
+    async def get(self, id: str, app: str | None = None) -> Notification | None:
+        """The notification, or None if absent or (when ``app`` is given) another app's."""
+
+    async def list_notifications(
+        self,
+        app: str,
+        *,
+        user_id: str | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page:
+        """Newest first (UUIDv7 ids sort by creation); ``after`` is an exclusive id cursor."""
+
+    async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
+        """Notifications whose key is ``key`` or starts with ``key + '#'`` (user fan-out), by id."""
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        """Set ``published_at`` on documents that have none (after a confirmed publish)."""
+
+    async def cancel(
+        self, id: str, app: str, now: datetime
+    ) -> tuple[CancelResult, Notification | None]:
+        """Cancel if still open and not being pushed (unlocked or lock expired)."""
+
+    # -- worker side --------------------------------------------------------------------
+    async def claim(
+        self, id: str, worker_id: str, now: datetime, lock_seconds: float
+    ) -> ClaimResult:
+        """Atomically lock a due, open, unlocked (or lock-expired) document for ``worker_id``.
+
+        On a win: ``lockedBy``/``lockedAt``/``lockExpiry`` set, ``attempts`` + 1, an
+        :class:`~notifier.models.Attempt` with ``started_at=now`` appended to ``history``.
+        On a miss the reason is classified (a second read is fine: it is only for metrics).
+        """
+
+    async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
+        """Write an attempt's outcome and release the lock, fenced on ``lockedBy == worker_id``.
+
+        Finishes the last history entry, sets status and outcome fields; RETRYING clears
+        ``published_at`` so the sweeper republishes it when ``next_attempt_at`` comes.
+        Returns False (and changes nothing) if this worker no longer holds the lock.
+        """
+
+    async def complete_many(
+        self, worker_id: str, items: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
+        """:meth:`complete` for many documents in a constant number of round trips."""
+
+    # -- sweeper --------------------------------------------------------------------------
+    async def take_due_for_publish(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        unpublished_grace_seconds: float,
+        stale_published_seconds: float,
+    ) -> list[str]:
+        """Atomically take documents that need a (re)publish and set ``published_at = now``.
+
+        Taken: unlocked (or lock-expired) open documents that are
+        - ``scheduled``/``retrying`` and due, with ``published_at`` unset;
+        - ``pending`` with ``published_at`` unset, created more than the grace ago (the API's
+          publish failed or it died between insert and publish);
+        - open and due with ``published_at`` older than ``stale_published_seconds`` and never
+          claimed since (a lost wake-up).
+        Each document is taken by one caller only, however many sweepers run at once.
+        """
+
+    async def unmark_published(self, ids: Sequence[str]) -> None:
+        """Clear ``published_at`` after a failed publish, so the next round retries."""
+
+    async def recover_expired_locks(
+        self, now: datetime, *, limit: int, policy: UnknownOutcomePolicy
+    ) -> list[RecoveredLock]:
+        """Release open documents whose lock expired (their worker died), atomically per doc.
+
+        A last attempt that started but never finished is marked ``unknown``. With policy
+        FAIL such a document becomes ``failed`` (``last_error.code = outcome_unknown``);
+        otherwise it stays open and ``published_at = now`` (the caller republishes it).
+        """
+
+    async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
+        """Count of documents per status (every status present, zeros included)."""
+
+    # -- devices ----------------------------------------------------------------------------
+    async def upsert_device(
+        self, app: str, token: str, platform: Platform, user_id: str | None, now: datetime
+    ) -> tuple[Device, bool]:
+        """Register or refresh (and reactivate) a device; True when newly created."""
+
+    async def delete_device(self, app: str, token: str) -> bool: ...
+
+    async def get_device(self, app: str, token: str) -> Device | None: ...
+
+    async def list_devices(
+        self, app: str, user_id: str, *, active_only: bool = False
+    ) -> list[Device]: ...
+
+    async def deactivate_device(
+        self,
+        app: str,
+        token: str,
+        reason: str,
+        now: datetime,
+        *,
+        unless_registered_after: datetime | None = None,
+    ) -> bool:
+        """Mark inactive; skipped when the device was (re)registered after the given time."""
+
+    # -- API keys ------------------------------------------------------------------------------
+    async def add_api_key(self, app: str, key_hash: str, now: datetime) -> None: ...
+
+    async def app_for_key_hash(self, key_hash: str) -> str | None: ...
