@@ -1,0 +1,98 @@
+"""The ``notifier`` command: one entry point that dispatches to each process and tool.
+
+Imports are lazy so that ``notifier api`` never loads the worker's code, and a bad
+setting stops the process at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from notifier.settings import Settings, SettingsError, load_settings
+
+PASS_THROUGH = {"emulator", "stack", "bench", "dlq"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier", description="Push-notification delivery pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, required=True)
+
+    worker = sub.add_parser("worker", help="consume, claim, push and record outcomes")
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--metrics-port", type=int, required=True)
+    worker.add_argument("--concurrency", type=int, default=64)
+
+    apikey = sub.add_parser("apikey", help="manage API keys")
+    apikey_sub = apikey.add_subparsers(dest="action", required=True)
+    create = apikey_sub.add_parser("create", help="create a key; prints it once")
+    create.add_argument("--app", required=True)
+
+    sub.add_parser("dlq", help="inspect or replay the dead-letter queue (list|replay)")
+    sub.add_parser("emulator", help="local FCM and APNs stand-ins with fault injection")
+    sub.add_parser("stack", help="run the whole pipeline on this machine (up|down|status)")
+    sub.add_parser("bench", help="end-to-end throughput, latency, duplicates and losses")
+    return parser
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _pass_through(command: str, rest: list[str]) -> int:
+    if command == "emulator":
+        from emulator import main as emulator_main
+
+        return emulator_main(rest)
+    if command == "stack":
+        from notifier.stack import main as stack_main
+
+        return stack_main(rest)
+    if command == "bench":
+        from loadtest.bench import main as bench_main
+
+        return bench_main(rest)
+    from workers.dlq import main as dlq_main
+
+    return dlq_main(_settings(), rest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in PASS_THROUGH:
+        return _pass_through(args_list[0], args_list[1:])
+    args = _parser().parse_args(args_list)
+    settings = _settings()
+    if args.command == "api":
+        from api.server import serve as serve_api
+
+        serve_api(settings, args.host, args.port)
+    elif args.command == "worker":
+        from workers.main import serve as serve_worker
+
+        if args.concurrency < 1:
+            print("notifier: --concurrency must be >= 1", file=sys.stderr)
+            return 2
+        serve_worker(settings, args.host, args.metrics_port, args.concurrency)
+    elif args.command == "apikey":
+        from notifier.apikeys import create_key
+
+        key = asyncio.run(create_key(settings, args.app))
+        print(key)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
