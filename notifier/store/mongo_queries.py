@@ -1,0 +1,266 @@
+"""The filters, updates and indexes :class:`~notifier.store.mongo.MongoStore` sends to MongoDB.
+
+Pure builders (no I/O), kept apart from the store so that every condition a race is settled
+on reads in one place. Each one mirrors a statement of :mod:`notifier.store.postgres_sql`.
+
+Updates that touch the last history entry are aggregation-pipeline updates (MongoDB 4.2+):
+plain update operators cannot address "the last element" of an array. In a pipeline every
+string starting with ``$`` is a field path, so every value we pass is wrapped in
+``$literal``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from notifier.models import OPEN_STATUSES, AttemptOutcome, Status
+from notifier.store.base import Outcome
+from notifier.store.mongo_documents import last_error_to_document
+
+Filter = dict[str, Any]
+Pipeline = list[dict[str, Any]]
+
+OPEN = sorted(s.value for s in OPEN_STATUSES)
+LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry"]
+
+NOTIFICATION_INDEXES = [
+    IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
+    IndexModel([("status", ASCENDING), ("lockExpiry", ASCENDING)], name="status_lock_expiry"),
+    IndexModel(
+        [("app", ASCENDING), ("idempotency_key", ASCENDING)],
+        name="app_idempotency_key",
+        unique=True,
+        # Partial rather than sparse: sparse would still index {app, idempotency_key: null}.
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
+    IndexModel([("target.token", ASCENDING)], name="target_token"),
+    IndexModel([("app", ASCENDING), ("_id", DESCENDING)], name="app_id"),
+    IndexModel([("status", ASCENDING), ("published_at", ASCENDING)], name="status_published"),
+]
+DEVICE_INDEXES = [
+    IndexModel([("app", ASCENDING), ("token", ASCENDING)], name="app_token", unique=True),
+    IndexModel([("app", ASCENDING), ("user_id", ASCENDING)], name="app_user"),
+]
+
+# A string key, so that the planner may use the partial (app, idempotency_key) index.
+IS_STRING = {"$type": "string"}
+
+
+def literal(value: Any) -> dict[str, Any]:
+    return {"$literal": value}
+
+
+def unlocked(now: datetime) -> Filter:
+    """Not locked, or its lock expired (its worker died)."""
+    return {"$or": [{"lockedBy": None}, {"lockExpiry": {"$lt": now}}]}
+
+
+def due(now: datetime) -> list[Filter]:
+    return [
+        {"$or": [{"scheduled_for": None}, {"scheduled_for": {"$lte": now}}]},
+        {"$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lte": now}}]},
+    ]
+
+
+def key_prefix_regex(key: str) -> str:
+    """``key`` itself or ``key#...`` (a user fan-out); ``\\z`` is PCRE's absolute end."""
+    return "^" + re.escape(key).replace("\x00", "\\x00") + r"(?:#|\z)"
+
+
+# -- history rewrites ----------------------------------------------------------------------------
+
+
+def _unfinished(entry: str) -> dict[str, Any]:
+    """The attempt in variable ``entry`` started but has neither an end nor an outcome."""
+    return {
+        "$and": [
+            {"$eq": [{"$ifNull": [f"$${entry}.finished_at", None]}, None]},
+            {"$eq": [{"$ifNull": [f"$${entry}.outcome", None]}, None]},
+        ]
+    }
+
+
+def _rewrite_last(new_last: dict[str, Any]) -> dict[str, Any]:
+    """``history`` with its last entry replaced by ``new_last`` (which may use ``$$entry``)."""
+    history = {"$ifNull": ["$history", []]}
+    return {
+        "$let": {
+            "vars": {"h": history, "n": {"$size": history}},
+            "in": {
+                "$map": {
+                    "input": {"$range": [0, "$$n"]},
+                    "as": "i",
+                    "in": {
+                        "$let": {
+                            "vars": {"entry": {"$arrayElemAt": ["$$h", "$$i"]}},
+                            "in": {
+                                "$cond": [
+                                    {"$eq": ["$$i", {"$subtract": ["$$n", 1]}]},
+                                    new_last,
+                                    "$$entry",
+                                ]
+                            },
+                        }
+                    },
+                }
+            },
+        }
+    }
+
+
+def mark_last_unknown() -> dict[str, Any]:
+    """``history`` with an unfinished last attempt marked ``unknown`` (its worker died)."""
+    marked = {"$mergeObjects": ["$$entry", {"outcome": literal(AttemptOutcome.UNKNOWN.value)}]}
+    return _rewrite_last({"$cond": [_unfinished("entry"), marked, "$$entry"]})
+
+
+def finish_last(outcome: Outcome) -> dict[str, Any]:
+    patch = {
+        "finished_at": literal(outcome.finished_at),
+        "outcome": literal(outcome.attempt_outcome.value),
+        "provider_status": literal(outcome.provider_status),
+    }
+    return _rewrite_last({"$mergeObjects": ["$$entry", patch]})
+
+
+# -- worker side ----------------------------------------------------------------------------------
+
+
+def claim_filter(id: str, now: datetime) -> Filter:
+    return {"_id": id, "status": {"$in": OPEN}, "$and": [*due(now), unlocked(now)]}
+
+
+def claim_update(
+    worker_id: str, now: datetime, lock_expiry: datetime, attempt: dict[str, Any]
+) -> Pipeline:
+    """Lock, count the attempt, close a dead worker's attempt as unknown, append ours."""
+    return [
+        {
+            "$set": {
+                "lockedBy": literal(worker_id),
+                "lockedAt": literal(now),
+                "lockExpiry": literal(lock_expiry),
+                "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+                "updated_at": literal(now),
+                "history": {"$concatArrays": [mark_last_unknown(), [literal(attempt)]]},
+            }
+        }
+    ]
+
+
+def complete_filter(id: str, worker_id: str) -> Filter:
+    return {"_id": id, "lockedBy": worker_id}
+
+
+def complete_update(outcome: Outcome) -> Pipeline:
+    """The outcome written and the lock released (same fields as PostgreSQL's COMPLETE_MANY)."""
+    retrying = outcome.status is Status.RETRYING
+    fields: dict[str, Any] = {
+        "status": literal(outcome.status.value),
+        "updated_at": literal(outcome.finished_at),
+        "history": finish_last(outcome),
+    }
+    unset = list(LOCK_FIELDS)
+    if outcome.status is Status.SENT:
+        fields["sent_at"] = literal(outcome.finished_at)
+    if outcome.provider_message_id is not None:
+        fields["provider_message_id"] = literal(outcome.provider_message_id)
+    if outcome.last_error is not None:
+        fields["last_error"] = literal(last_error_to_document(outcome.last_error))
+    if retrying and outcome.next_attempt_at is not None:
+        fields["next_attempt_at"] = literal(outcome.next_attempt_at)
+    else:
+        unset.append("next_attempt_at")
+    if retrying:
+        unset.append("published_at")  # the sweeper republishes it when it is due
+    return [{"$set": fields}, {"$unset": unset}]
+
+
+def completed_by(worker_id: str, items: list[tuple[str, Outcome]]) -> Filter:
+    """Documents whose history holds exactly the attempt end each item wrote.
+
+    Only :func:`complete_update` writes a ``finished_at`` together with an outcome for a worker,
+    so this tells which items of a bulk write matched (BulkWriteResult only counts them).
+    """
+    return {
+        "$or": [
+            {
+                "_id": id,
+                "history": {
+                    "$elemMatch": {
+                        "worker": worker_id,
+                        "finished_at": o.finished_at,
+                        "outcome": o.attempt_outcome.value,
+                    }
+                },
+            }
+            for id, o in items
+        ]
+    }
+
+
+# -- sweeper ---------------------------------------------------------------------------------
+
+
+def due_for_publish(now: datetime, grace_cutoff: datetime, stale_cutoff: datetime) -> Filter:
+    """Open, unlocked (or lock-expired), due documents that need a (re)publish."""
+    needs_publish = {
+        "$or": [
+            {
+                "published_at": None,
+                "status": {"$in": [Status.SCHEDULED.value, Status.RETRYING.value]},
+            },
+            {
+                "published_at": None,
+                "status": Status.PENDING.value,
+                "created_at": {"$lt": grace_cutoff},
+            },
+            {  # a lost wake-up: published long ago and never claimed since
+                "published_at": {"$lt": stale_cutoff},
+                "$or": [
+                    {"lockedAt": None},
+                    {"$expr": {"$lt": ["$lockedAt", "$published_at"]}},
+                ],
+            },
+        ]
+    }
+    return {"status": {"$in": OPEN}, "$and": [unlocked(now), *due(now), needs_publish]}
+
+
+def take_filter(base: Filter, id: str, published_at: datetime | None) -> Filter:
+    """Compare-and-set guard for one candidate: still matching, ``published_at`` unchanged."""
+    return {**base, "_id": id, "$and": [*base["$and"], {"published_at": published_at}]}
+
+
+def expired_locks(now: datetime) -> Filter:
+    return {"status": {"$in": OPEN}, "lockExpiry": {"$lt": now}, "lockedBy": {"$ne": None}}
+
+
+def recover_filter(doc: dict[str, Any], now: datetime) -> Filter:
+    """Guard for one expired lock: the same lock as read, still expired, still open."""
+    return {
+        "_id": doc["_id"],
+        "status": {"$in": OPEN},
+        "lockedBy": doc["lockedBy"],
+        "lockExpiry": {"$eq": doc["lockExpiry"], "$lt": now},
+    }
+
+
+def recover_update(now: datetime, unknown: bool, fail: bool, error: dict[str, Any]) -> Pipeline:
+    """Release a dead worker's lock; hold an unknown outcome as failed when ``fail``."""
+    fields: dict[str, Any] = {"updated_at": literal(now)}
+    unset = list(LOCK_FIELDS)
+    if unknown:
+        fields["history"] = mark_last_unknown()
+    if unknown and fail:
+        fields["status"] = literal(Status.FAILED.value)
+        fields["last_error"] = literal(error)
+        unset.append("next_attempt_at")
+    else:
+        fields["published_at"] = literal(now)
+    return [{"$set": fields}, {"$unset": unset}]

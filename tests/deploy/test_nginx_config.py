@@ -1,0 +1,64 @@
+"""``nginx -t`` accepts the repo's nginx template as a local run renders it and as the
+Docker deployment's envsubst step fills it (compose's NGINX_* values)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from notifier.nginxconf import TEMPLATE, render_nginx_config, substitute, upstream_servers
+
+from .helpers import load_compose
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _nginx_t(config: str, prefix: Path) -> subprocess.CompletedProcess[str]:
+    path = prefix / "nginx.conf"
+    path.write_text(config)
+    return subprocess.run(
+        [NGINX, "-t", "-q", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_nginx_accepts_the_local_rendering(tmp_path: Path) -> None:
+    config = render_nginx_config(18080, ["127.0.0.1:18081", "127.0.0.1:18082"], tmp_path)
+    result = _nginx_t(config, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def compose_nginx_env() -> dict[str, str]:
+    environment: dict[str, str] = load_compose()["services"]["nginx"]["environment"]
+    return environment
+
+
+def test_compose_fills_every_template_variable(compose_nginx_env: dict[str, str]) -> None:
+    variables = set(re.findall(r"\$\{(NGINX_[A-Z0-9_]+)\}", TEMPLATE.read_text()))
+    assert variables <= set(compose_nginx_env)
+    assert compose_nginx_env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    assert re.match(compose_nginx_env["NGINX_ENVSUBST_FILTER"], "NGINX_LISTEN")
+    services = load_compose()["services"]
+    apis = sorted(name for name in services if name.startswith("api-"))
+    expected = upstream_servers([f"{name}:8080" for name in apis])
+    assert compose_nginx_env["NGINX_API_SERVERS"] == expected
+
+
+def test_nginx_accepts_the_docker_rendering(
+    compose_nginx_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Compose's values, with the API host names pointed at loopback (no Docker DNS here)
+    and the run folder in a temp dir (the image's /var/cache/nginx)."""
+    values = {name: value for name, value in compose_nginx_env.items() if name != "NGINX_RUN_DIR"}
+    values["NGINX_RUN_DIR"] = str(tmp_path)
+    values["NGINX_API_SERVERS"] = re.sub(r"api-\d+:", "127.0.0.1:", values["NGINX_API_SERVERS"])
+    values["NGINX_LISTEN"] = values["NGINX_LISTEN"].replace("0.0.0.0", "127.0.0.1")
+    result = _nginx_t(substitute(TEMPLATE.read_text(), values), tmp_path)
+    assert result.returncode == 0, result.stderr
