@@ -100,3 +100,16 @@ def make_settings(pg_url: str, queue_name: str) -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def repo_root() -> Iterator[Path]:
     yield ROOT
+
+
+@pytest.fixture(scope="session")
+async def emulator(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """The FCM + APNs emulator (a subprocess) for this test session: an EmulatorHandle.
+
+    ``.endpoint``, ``.ca_file``, ``.env`` (the NOTIFIER_* provider settings), ``.control``
+    (EmulatorControl: faults, auth switches, delivery counts), ``.pid``.
+    """
+    from emulator.testing import run_emulator
+
+    async with run_emulator(tmp_path_factory.mktemp("emulator-keys")) as handle:
+        yield handle

@@ -1,0 +1,183 @@
+"""The APNs stand-in: ``POST /3/device/{token}`` over HTTP/2, strict like Apple.
+
+Checks, in order: HTTP/2, method, path and token (hex, 64..200 digits), provider JWT
+(ES256, ``kid`` = key id, ``iss`` = team id, ``iat`` under 1 h old), ``apns-topic``,
+``apns-push-type`` (alert | background), ``apns-priority`` (10 | 5 | 1; background needs
+5), ``apns-id`` (UUID, echoed), ``apns-expiration``, ``apns-collapse-id`` (<= 64 bytes),
+then the payload (JSON object with ``aps``, <= 4096 bytes; background needs
+``content-available: 1``). Then the token's injected fault, if any, and the count.
+Answers follow PROTOCOLS.md sections 2.4-2.5: 200 with ``apns-id``, else ``{"reason"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import orjson
+import uuid_utils
+
+from emulator.auth import ProviderTokenVerifier
+from emulator.state import EmulatorState, Fault, FaultKind, now
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+Headers = Any  # granian's RSGIHeaders: a read-only mapping with .get(name)
+
+MAX_PAYLOAD = 4096
+PREFIX = "/3/device/"
+_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_PUSH_TYPES = {"alert", "background"}
+_PRIORITIES = {"10", "5", "1"}
+_JSON = ("content-type", "application/json")
+
+
+def _error(status: int, reason: str, apns_id: str | None = None, **extra: Any) -> Response:
+    headers = [_JSON]
+    if apns_id:
+        headers.append(("apns-id", apns_id))
+    return status, headers, orjson.dumps({"reason": reason, **extra})
+
+
+def _check_headers(headers: Headers, topic: str) -> str | None:
+    """The reason the APNs headers are refused, or ``None``."""
+    got_topic = headers.get("apns-topic")
+    if not got_topic:
+        return "MissingTopic"
+    if got_topic != topic:
+        return "BadTopic"
+    push_type = headers.get("apns-push-type", "alert")
+    if push_type not in _PUSH_TYPES:
+        return "InvalidPushType"
+    priority = headers.get("apns-priority", "10")
+    if priority not in _PRIORITIES or (push_type == "background" and priority != "5"):
+        return "BadPriority"
+    expiration = headers.get("apns-expiration")
+    if expiration is not None and not expiration.isdigit():
+        return "BadExpirationDate"
+    collapse_id = headers.get("apns-collapse-id")
+    if collapse_id is not None and len(collapse_id.encode()) > 64:
+        return "BadCollapseId"
+    return None
+
+
+def _check_payload(body: bytes, push_type: str) -> tuple[int, str] | None:
+    if not body:
+        return 400, "PayloadEmpty"
+    if len(body) > MAX_PAYLOAD:
+        return 413, "PayloadTooLarge"
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 400, "BadPayload"
+    if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
+        return 400, "BadPayload"
+    aps = payload["aps"]
+    if push_type == "background":
+        if aps.get("content-available") != 1 or "alert" in aps:
+            return 400, "InvalidPushType"
+    elif not any(key in aps for key in ("alert", "badge", "sound")):
+        return 400, "InvalidPushType"
+    return None
+
+
+def fault_response(fault: Fault, apns_id: str) -> Response:
+    """The answer APNs would give for a token in this state."""
+    if fault.kind is FaultKind.DEAD:
+        return _error(410, "Unregistered", apns_id, timestamp=fault.since_ms)
+    if fault.kind is FaultKind.BAD:
+        return _error(400, "BadDeviceToken", apns_id)
+    if fault.kind is FaultKind.ERROR:
+        extra = {"timestamp": fault.since_ms} if fault.status == 410 else {}
+        return _error(fault.status, fault.reason or "InternalServerError", apns_id, **extra)
+    if fault.kind is FaultKind.RATE_LIMITED:
+        status, headers, body = _error(429, "TooManyRequests", apns_id)
+        headers.append(("retry-after", str(fault.retry_after)))
+        return status, headers, body
+    return _error(503, "ServiceUnavailable", apns_id)
+
+
+class ApnsService:
+    """Handles APNs pushes against one key (key id, team id) and one topic."""
+
+    def __init__(self, state: EmulatorState, verifier: ProviderTokenVerifier, topic: str) -> None:
+        self._state = state
+        self._verifier = verifier
+        self._topic = topic
+
+    async def handle(
+        self, method: str, path: str, http_version: str, headers: Headers, body: bytes, client: str
+    ) -> Response:
+        state = self._state
+        response = self._validate(method, path, http_version, headers, body)
+        if response is not None:
+            state.reject("apns")
+            return response
+        token = path[len(PREFIX) :]
+        state.seen_connection("apns", client)
+        apns_id = headers.get("apns-id") or str(uuid_utils.uuid4())
+        delay = state.delay_for(token)
+        if delay:
+            await asyncio.sleep(delay)
+        fault = state.take_fault(token)
+        if fault is not None:
+            state.reject("apns")
+            return fault_response(fault, apns_id)
+        state.accept("apns", apns_id.lower(), now())
+        if state.recent.maxlen:
+            state.recent.append(_record(token, headers, body))
+        return 200, [("apns-id", apns_id)], b""
+
+    def _validate(
+        self, method: str, path: str, http_version: str, headers: Headers, body: bytes
+    ) -> Response | None:
+        if http_version != "2":
+            return _error(505, "HTTP2Required")
+        if method != "POST":
+            return _error(405, "MethodNotAllowed")
+        token = path[len(PREFIX) :]
+        if not token:
+            return _error(400, "MissingDeviceToken")
+        apns_id = headers.get("apns-id")
+        if apns_id is not None and not _UUID.fullmatch(apns_id):
+            return _error(400, "BadMessageId")
+        auth_reason = self._verifier.check(headers.get("authorization"), now())
+        if auth_reason is None and self._state.auth.reject_apns > 0:
+            self._state.auth.reject_apns -= 1
+            auth_reason = "ExpiredProviderToken"
+        if auth_reason is not None:
+            return _error(403, auth_reason, apns_id)
+        reason = _check_headers(headers, self._topic)
+        if reason is not None:
+            return _error(400, reason, apns_id)
+        if not _TOKEN.fullmatch(token):
+            return _error(400, "BadDeviceToken", apns_id)
+        problem = _check_payload(body, headers.get("apns-push-type", "alert"))
+        if problem is not None:
+            return _error(problem[0], problem[1], apns_id)
+        return None
+
+
+_RECORDED_HEADERS = (
+    "apns-id",
+    "apns-topic",
+    "apns-push-type",
+    "apns-priority",
+    "apns-expiration",
+    "apns-collapse-id",
+)
+
+
+def _record(token: str, headers: Headers, body: bytes) -> dict[str, Any]:
+    """An accepted push as the control API shows it (no authorization header).
+
+    The payload stays raw bytes here; the control API decodes it when asked.
+    """
+    return {
+        "platform": "apns",
+        "token": token,
+        "headers": {name: value for name in _RECORDED_HEADERS if (value := headers.get(name))},
+        "payload": body,
+        "received_at": now(),
+    }

@@ -1,0 +1,149 @@
+"""An async client for the emulator's control API (:mod:`emulator.admin`).
+
+Tests and benchmarks use it to inject faults per device token, flip auth switches and
+read delivery counts, without knowing the routes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+class EmulatorControl:
+    """Drives one emulator at ``endpoint`` (``https://127.0.0.1:PORT``), trusting ``ca_file``."""
+
+    def __init__(self, endpoint: str, ca_file: Path, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        context = ssl.create_default_context(cafile=str(ca_file))
+        self._client = httpx.AsyncClient(
+            base_url=f"{self.endpoint}/_emulator/", verify=context, timeout=timeout, trust_env=False
+        )
+
+    async def __aenter__(self) -> EmulatorControl:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+        response = await self._client.request(method, route, json=body)
+        if response.status_code == 404 and route.startswith("deliveries/"):
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "health")
+        return result
+
+    async def reset(self) -> None:
+        """Forget counts, faults, auth switches and recent requests."""
+        await self._call("POST", "reset")
+
+    # faults ----------------------------------------------------------------------------
+
+    async def set_fault(self, token: str, kind: str, **options: int) -> None:
+        """Raw fault setter: ``kind`` is dead|bad|flaky|rate_limited|slow; ``"*"`` = all."""
+        await self._call("POST", "faults", {"token": token, "kind": kind, **options})
+
+    async def dead(self, token: str, since_ms: int | None = None) -> None:
+        """APNs 410 Unregistered (``timestamp`` = ``since_ms``, default now) / FCM 404."""
+        options = {} if since_ms is None else {"since_ms": since_ms}
+        await self.set_fault(token, "dead", **options)
+
+    async def bad(self, token: str) -> None:
+        """APNs 400 BadDeviceToken / FCM 400 INVALID_ARGUMENT (FcmError)."""
+        await self.set_fault(token, "bad")
+
+    async def flaky(self, token: str, count: int) -> None:
+        """The next ``count`` pushes answer 503, then pushes succeed."""
+        await self.set_fault(token, "flaky", count=count)
+
+    async def rate_limited(self, token: str, count: int, retry_after: int = 1) -> None:
+        """The next ``count`` pushes answer 429 with ``Retry-After: retry_after``."""
+        await self.set_fault(token, "rate_limited", count=count, retry_after=retry_after)
+
+    async def slow(self, token: str, delay_ms: int) -> None:
+        """Every push to ``token`` waits ``delay_ms`` before its answer."""
+        await self.set_fault(token, "slow", delay_ms=delay_ms)
+
+    async def error(self, token: str, status: int, reason: str = "", count: int = 1) -> None:
+        """The next ``count`` pushes answer ``status`` with this APNs reason / FCM errorCode.
+
+        E.g. ``error(t, 500, "InternalServerError")`` (APNs), ``error(t, 403,
+        "SENDER_ID_MISMATCH")`` or ``error(t, 401, "THIRD_PARTY_AUTH_ERROR")`` (FCM); an
+        empty reason gives an FCM error without an FcmError detail.
+        """
+        await self._call(
+            "POST",
+            "faults",
+            {"token": token, "kind": "error", "status": status, "reason": reason, "count": count},
+        )
+
+    async def clear_faults(self, token: str | None = None) -> None:
+        await self._call("DELETE", "faults" if token is None else f"faults/{token}")
+
+    # auth ------------------------------------------------------------------------------
+
+    async def set_auth(
+        self,
+        *,
+        expire_access_tokens: bool = False,
+        reject_fcm: int | None = None,
+        reject_apns: int | None = None,
+        reject_token: int | None = None,
+        token_lifetime: int | None = None,
+    ) -> dict[str, Any]:
+        """Auth switches for token-refresh tests; ``None`` leaves a switch as it is."""
+        body: dict[str, Any] = {"expire_access_tokens": expire_access_tokens}
+        for name, value in (
+            ("reject_fcm", reject_fcm),
+            ("reject_apns", reject_apns),
+            ("reject_token", reject_token),
+            ("token_lifetime", token_lifetime),
+        ):
+            if value is not None:
+                body[name] = value
+        result: dict[str, Any] = await self._call("POST", "auth", body)
+        return result
+
+    async def expire_access_tokens(self) -> None:
+        """Every FCM access token issued so far is now expired (next send: 401)."""
+        await self.set_auth(expire_access_tokens=True)
+
+    # counting --------------------------------------------------------------------------
+
+    async def summary(self) -> dict[str, Any]:
+        """``{accepted, unique, duplicates, rejected, token_requests, by_platform}``."""
+        result: dict[str, Any] = await self._call("GET", "summary")
+        return result
+
+    async def delivery(self, notification_id: str) -> dict[str, Any] | None:
+        """``{id, count, first_received_at, last_received_at, platform}`` or ``None``."""
+        result: dict[str, Any] | None = await self._call("GET", f"deliveries/{notification_id}")
+        return result
+
+    async def deliveries(self) -> dict[str, list[Any]]:
+        """Bulk export: ``{id: [count, first_received_at]}``."""
+        result: dict[str, list[Any]] = await self._call("GET", "deliveries")
+        return result
+
+    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last accepted pushes, oldest first (headers without authorization, payload)."""
+        response = await self._client.get("requests", params={"limit": limit})
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
