@@ -5,33 +5,44 @@ second start reuses the same files. The emulator checks requests with the PUBLIC
 these keys, exactly as Apple and Google would with theirs:
 
 ==========================  ========================================================
-``ca.pem``                  the CA to trust (``NOTIFIER_PROVIDER_CA_FILE``)
-``server.pem``              server certificate for 127.0.0.1 and localhost
+``ca.pem``                  the CA to trust (``NOTIFIER_PROVIDER_CA_FILE``); kept for good
+``ca-key.pem``              its key, so a new server certificate keeps the same CA
+``server.pem``              server certificate for 127.0.0.1, localhost and the public host
 ``server-key.pem``          its key (PKCS#8)
 ``apns-key.p8``             APNs auth key: EC P-256, PKCS#8 PEM
 ``apns.json``               ``key_id``, ``team_id`` and ``topic`` of that key
 ``fcm-service-account.json`` Google service-account JSON; ``token_uri`` is the emulator's
 ``notifier.env``            the ``NOTIFIER_*`` lines: ``set -a; . DIR/notifier.env``
 ==========================  ========================================================
+
+The public URL (``--public-url``) is what clients dial: ``notifier.env`` and ``token_uri``
+carry it and the certificate names its host. ``env_dir`` is where other containers mount
+this directory, the prefix of the file paths written into ``notifier.env``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-CA_FILE = "ca.pem"
-CERT_FILE = "server.pem"
-CERT_KEY_FILE = "server-key.pem"
+from emulator.tls import (
+    CA_FILE,
+    CERT_FILE,
+    CERT_KEY_FILE,
+    ensure_tls,
+    pkcs8,
+    public_url,
+    url_host,
+    write_private,
+)
+
 APNS_KEY_FILE = "apns-key.p8"
 APNS_META_FILE = "apns.json"
 FCM_FILE = "fcm-service-account.json"
@@ -92,51 +103,27 @@ class KeySet:
             raise ValueError(f"{self.fcm_credentials} does not hold an RSA key")
         return key.public_key()
 
-    def product_env(self, endpoint: str) -> dict[str, str]:
-        """The product's settings that point the real provider clients at the emulator."""
+    def product_env(self, endpoint: str, env_dir: Path | None = None) -> dict[str, str]:
+        """The product's settings that point the real provider clients at the emulator.
+
+        File paths start with ``env_dir`` (where the reader mounts this directory),
+        by default the directory itself.
+        """
+        where = self.directory if env_dir is None else env_dir
         return {
-            "NOTIFIER_FCM_CREDENTIALS": str(self.fcm_credentials),
+            "NOTIFIER_FCM_CREDENTIALS": str(where / FCM_FILE),
             "NOTIFIER_FCM_ENDPOINT": endpoint,
-            "NOTIFIER_APNS_KEY_FILE": str(self.apns_key_file),
+            "NOTIFIER_APNS_KEY_FILE": str(where / APNS_KEY_FILE),
             "NOTIFIER_APNS_KEY_ID": self.apns_key_id,
             "NOTIFIER_APNS_TEAM_ID": self.apns_team_id,
             "NOTIFIER_APNS_TOPIC": self.apns_topic,
             "NOTIFIER_APNS_ENDPOINT": endpoint,
-            "NOTIFIER_PROVIDER_CA_FILE": str(self.ca_file),
+            "NOTIFIER_PROVIDER_CA_FILE": str(where / CA_FILE),
         }
 
 
 def _random_id(length: int = 10) -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret file readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _pkcs8(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _ensure_tls(directory: Path) -> None:
-    paths = [directory / CA_FILE, directory / CERT_FILE, directory / CERT_KEY_FILE]
-    if all(p.is_file() for p in paths):
-        return
-    ca = trustme.CA(organization_name="notifier emulator")
-    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
-    ca.cert_pem.write_to_path(str(directory / CA_FILE))
-    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-    (directory / CERT_FILE).write_bytes(chain)
-    _write_private(directory / CERT_KEY_FILE, _pkcs8(key))
 
 
 def _ensure_apns(directory: Path) -> dict[str, str]:
@@ -145,7 +132,7 @@ def _ensure_apns(directory: Path) -> dict[str, str]:
         meta: dict[str, str] = json.loads(meta_path.read_text())
         return meta
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_private(directory / APNS_KEY_FILE, _pkcs8(key))
+    write_private(directory / APNS_KEY_FILE, pkcs8(key))
     meta = {"key_id": _random_id(), "team_id": _random_id(), "topic": DEFAULT_TOPIC}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -157,7 +144,7 @@ def _ensure_fcm(directory: Path, token_uri: str) -> dict[str, Any]:
         info: dict[str, Any] = json.loads(path.read_text())
         if info.get("token_uri") != token_uri:
             info["token_uri"] = token_uri
-            _write_private(path, (json.dumps(info, indent=2) + "\n").encode())
+            write_private(path, (json.dumps(info, indent=2) + "\n").encode())
         return info
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     email = f"notifier@{DEFAULT_PROJECT}.iam.gserviceaccount.com"
@@ -165,26 +152,36 @@ def _ensure_fcm(directory: Path, token_uri: str) -> dict[str, Any]:
         "type": "service_account",
         "project_id": DEFAULT_PROJECT,
         "private_key_id": secrets.token_hex(20),
-        "private_key": _pkcs8(key).decode(),
+        "private_key": pkcs8(key).decode(),
         "client_email": email,
         "client_id": str(secrets.randbelow(10**20)),
         "auth_uri": "https://accounts.google.com/o/oauth2/auth",
         "token_uri": token_uri,
         "universe_domain": "googleapis.com",
     }
-    _write_private(path, (json.dumps(info, indent=2) + "\n").encode())
+    write_private(path, (json.dumps(info, indent=2) + "\n").encode())
     return info
 
 
-def ensure_keys(directory: Path, endpoint: str) -> KeySet:
+def check_env_dir(env_dir: Path | None) -> None:
+    """``ValueError`` unless ``env_dir`` is absent or absolute (another container's path)."""
+    if env_dir is not None and not env_dir.is_absolute():
+        raise ValueError(f"--env-dir must be an absolute path, got {str(env_dir)!r}")
+
+
+def ensure_keys(directory: Path, endpoint: str, *, env_dir: Path | None = None) -> KeySet:
     """Create whatever is missing in ``directory`` and describe it.
 
-    ``endpoint`` is the emulator's base URL (``https://127.0.0.1:8443``): the service
-    account's ``token_uri`` and ``notifier.env`` point at it, rewritten if it changed.
+    ``endpoint`` is the emulator's public URL (``https://127.0.0.1:8443``, checked by
+    :func:`emulator.tls.public_url`, ``ValueError`` if bad): the service account's
+    ``token_uri`` and ``notifier.env`` point at it, rewritten if it changed, and the server
+    certificate names its host. ``env_dir`` (absolute) prefixes the file paths written into
+    ``notifier.env``; by default the directory itself.
     """
-    endpoint = endpoint.rstrip("/")
+    endpoint = public_url(endpoint)
+    check_env_dir(env_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    _ensure_tls(directory)
+    ensure_tls(directory, url_host(endpoint))
     apns = _ensure_apns(directory)
     fcm = _ensure_fcm(directory, f"{endpoint}/token")
     keys = KeySet(
@@ -197,6 +194,6 @@ def ensure_keys(directory: Path, endpoint: str) -> KeySet:
         fcm_private_key_id=fcm["private_key_id"],
         fcm_token_uri=fcm["token_uri"],
     )
-    lines = [f"{name}={value}" for name, value in keys.product_env(endpoint).items()]
+    lines = [f"{name}={value}" for name, value in keys.product_env(endpoint, env_dir).items()]
     keys.env_file.write_text("\n".join(lines) + "\n")
     return keys

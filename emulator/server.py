@@ -2,26 +2,33 @@
 
 Serving uses granian (Rust HTTP/1.1 + HTTP/2 + TLS) embedded in this process, one event
 loop and one :class:`~emulator.state.EmulatorState`, so counting needs no sharing.
-SIGTERM or SIGINT stops it.
+SIGTERM or SIGINT stops it. ``--public-url`` is the URL other machines or containers dial
+(``https://emulator:8443`` in Docker Compose); ``--env-dir`` is where they mount ``--keys``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
 from emulator.app import EmulatorApp
-from emulator.keys import KeySet, ensure_keys
+from emulator.keys import KeySet, check_env_dir, ensure_keys
 from emulator.state import EmulatorState
+from emulator.tls import public_url
 
 DEFAULT_PORT = 8443
 STOP_GRACE_SECONDS = 1.0
 MAX_CONCURRENT_STREAMS = 1000  # what APNs advertises once a connection is authorized
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_PUBLIC_URL_HELP = "URL clients use, https://HOST[:PORT]; in notifier.env, token_uri, the cert"
+_ENV_DIR_HELP = "where readers of notifier.env mount the keys directory (default: the directory)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token-lifetime", type=int, default=3600, help="FCM access token lifetime, seconds"
     )
+    parser.add_argument("--public-url", help=f"{_PUBLIC_URL_HELP} (default https://HOST:PORT)")
+    parser.add_argument("--env-dir", type=Path, help=_ENV_DIR_HELP)
     return parser
 
 
@@ -44,8 +53,39 @@ def _keys_parser() -> argparse.ArgumentParser:
         description="Only write throwaway credentials and notifier.env, then exit.",
     )
     parser.add_argument("--dir", type=Path, required=True)
-    parser.add_argument("--endpoint", default=f"https://127.0.0.1:{DEFAULT_PORT}")
+    parser.add_argument(
+        "--public-url",
+        "--endpoint",
+        dest="public_url",
+        default=f"https://127.0.0.1:{DEFAULT_PORT}",
+        help=_PUBLIC_URL_HELP,
+    )
+    parser.add_argument("--env-dir", type=Path, help=_ENV_DIR_HELP)
     return parser
+
+
+def default_public_url(host: str, port: int) -> str:
+    """``https://HOST:PORT``, with 127.0.0.1 for a wildcard listen address."""
+    if host in _WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``OSError`` naming the port if nothing may listen on ``host:port`` right now.
+
+    granian binds with SO_REUSEPORT, so it would share a port with another SO_REUSEPORT
+    server (both answering, at random) instead of failing: bind a plain socket first.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"port {port} on {host} is already in use") from None
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 async def _serve(app: EmulatorApp, keys: KeySet, host: str, port: int) -> None:
@@ -81,13 +121,34 @@ async def _serve(app: EmulatorApp, keys: KeySet, host: str, port: int) -> None:
     await server.serve()
 
 
-def serve(keys_dir: Path, host: str, port: int, token_lifetime: int = 3600) -> None:
-    """Create missing credentials, then serve until SIGTERM/SIGINT (blocking)."""
-    endpoint = f"https://{host}:{port}"
-    keys = ensure_keys(keys_dir, endpoint)
+def serve(
+    keys_dir: Path,
+    host: str,
+    port: int,
+    token_lifetime: int = 3600,
+    *,
+    public: str | None = None,
+    env_dir: Path | None = None,
+) -> None:
+    """Create missing credentials, then serve until SIGTERM/SIGINT (blocking).
+
+    ``public`` is the URL clients use (default :func:`default_public_url`); ``OSError``
+    when the port is taken, ``ValueError`` for a bad ``public`` or ``env_dir``.
+    """
+    endpoint = public_url(public or default_public_url(host, port))
+    check_env_dir(env_dir)
+    check_port_free(host, port)
+    keys = ensure_keys(keys_dir, endpoint, env_dir=env_dir)
     app = EmulatorApp(keys, EmulatorState(token_lifetime=token_lifetime))
     print(f"emulator serving {endpoint}  (settings: set -a; . {keys.env_file})", flush=True)
-    asyncio.run(_serve(app, keys, host, port))
+    try:
+        asyncio.run(_serve(app, keys, host, port))
+    except RuntimeError as exc:  # granian's bind failed after all (a race with another)
+        # granian appends a Rust backtrace to its message: the first line says it all
+        reason = (str(exc).splitlines() or ["failed"])[0]
+        print(f"notifier emulator: cannot serve on {host}:{port}: {reason}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
     # granian's Rust threads may still hold Python callbacks: interpreter finalization
     # would make them panic, and there is nothing left to clean up.
     sys.stdout.flush()
@@ -99,15 +160,34 @@ def main(argv: list[str]) -> int:
     logging.getLogger("granian").setLevel(logging.WARNING)
     if argv[:1] == ["keys"]:
         args = _keys_parser().parse_args(argv[1:])
-        keys = ensure_keys(args.dir, args.endpoint)
+        try:
+            keys = ensure_keys(args.dir, args.public_url, env_dir=args.env_dir)
+        except ValueError as exc:
+            return _fail(exc, 2)
         print(keys.env_file)
         return 0
     if argv[:1] == ["serve"]:
         argv = argv[1:]
     args = _parser().parse_args(argv)
     try:
-        serve(args.keys, args.host, args.port, args.token_lifetime)
+        serve(
+            args.keys,
+            args.host,
+            args.port,
+            args.token_lifetime,
+            public=args.public_url,
+            env_dir=args.env_dir,
+        )
+    except ValueError as exc:
+        return _fail(exc, 2)
     except OSError as exc:
-        print(f"notifier emulator: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
     return 0
+
+
+def _fail(exc: Exception, code: int) -> int:
+    detail = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+        detail = exc.strerror  # without the "[Errno N]" prefix
+    print(f"notifier emulator: {detail}", file=sys.stderr)
+    return code
