@@ -7,6 +7,7 @@ the process at start with one line naming the variable (:class:`SettingsError`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -48,11 +49,15 @@ def _check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
 
 
 def _redact(url: str) -> str:
-    """Hide the password of a URL so that a settings error never prints a secret."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """Hide the password of a URL so that a settings error never prints a secret.
+
+    Works on malformed URLs too (``postgresql//user:pw@host``, which ``urlsplit`` does not
+    see as having a password); it may hide more than the password, never less.
+    """
+    return _USERINFO_PASSWORD.sub(r"\1\2:***@", url)
+
+
+_USERINFO_PASSWORD = re.compile(r"^([^/]*//)?([^:/@]*):.*@")
 
 
 def _existing_file(value: Path | None) -> Path | None:

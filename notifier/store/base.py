@@ -1,6 +1,6 @@
 """The store protocol: every operation the API, the workers and the sweeper need.
 
-Two implementations pass one contract suite (``tests/store/test_contract.py``):
+Two implementations pass one contract suite (``tests/store/test_contract_*.py``):
 :mod:`notifier.store.postgres` (asyncpg) and :mod:`notifier.store.mongo` (PyMongo async).
 The store is the source of truth; the broker only carries wake-ups (DESIGN.md section 1).
 
@@ -206,6 +206,14 @@ class NotificationStore(Protocol):
 
     async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
         """Count of documents per status (every status present, zeros included)."""
+
+    async def reopen(self, id: str, now: datetime) -> bool:
+        """Reset a ``failed`` or ``expired`` notification to ``pending`` (``notifier dlq replay``).
+
+        Atomic; keeps ``attempts``, ``history`` and ``last_error``; clears the lock and
+        ``next_attempt_at``; sets ``published_at = now`` (the caller publishes it next, and
+        calls :meth:`unmark_published` if that fails). False when it is not failed/expired.
+        """
 
     # -- devices ----------------------------------------------------------------------------
     async def upsert_device(

@@ -1,0 +1,356 @@
+"""The notification store on PostgreSQL, through an asyncpg connection pool.
+
+Same semantics as the MongoDB store (the contract suite holds both): every race is settled
+by one conditional ``UPDATE ... RETURNING``; bulk paths are one statement over ``unnest``
+arrays; sweeper batches use ``FOR UPDATE SKIP LOCKED`` so concurrent sweepers take disjoint
+sets. The SQL lives in :mod:`notifier.store.postgres_sql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from notifier.models import (
+    Attempt,
+    Device,
+    LastError,
+    Notification,
+    Platform,
+    Status,
+)
+from notifier.settings import UnknownOutcomePolicy
+from notifier.store import postgres_sql as sql
+from notifier.store.base import (
+    CancelResult,
+    ClaimMiss,
+    ClaimResult,
+    InsertResult,
+    Outcome,
+    Page,
+    RecoveredLock,
+    StoreUnavailable,
+)
+from notifier.store.postgres_pool import create_pool, is_unavailable
+from notifier.store.postgres_rows import (
+    check_storable,
+    classify_miss,
+    device_from_row,
+    dumps,
+    insert_columns,
+    notification_from_row,
+    outcome_columns,
+    storable,
+)
+
+
+class PostgresStore:
+    """:class:`~notifier.store.base.NotificationStore` on PostgreSQL."""
+
+    kind = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str) -> PostgresStore:
+        """Open the pool; :class:`StoreUnavailable` (without the password) if unreachable."""
+        pool = await create_pool(url)
+        return cls(pool)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        # No acquire timeout (it costs a task per query): every holder frees its connection
+        # within the command timeout, so waiting for one is bounded anyway.
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from exc
+            raise
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self._conn() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        async with self._conn() as conn:
+            return str(await conn.execute(query, *args))
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SETUP_LOCK_KEY)
+            await conn.execute(sql.SCHEMA)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        await self._execute("SELECT 1")
+
+    # -- API side ----------------------------------------------------------------------------------
+    async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
+        # The first occurrence of a key in the batch is the one inserted; later ones replay it.
+        for n in notifications:
+            check_storable(n)
+        first_of_key: dict[tuple[str, str], int] = {}
+        to_insert: list[Notification] = []
+        for i, n in enumerate(notifications):
+            ikey = n.idempotency_key
+            if ikey is None or first_of_key.setdefault((n.app, ikey), i) == i:
+                to_insert.append(n)
+        created: set[str] = set()
+        if to_insert:
+            rows = await self._fetch(sql.INSERT_MANY, *insert_columns(to_insert))
+            created = {r["id"] for r in rows}
+        stored = await self._stored_for_keys(
+            [n for n in to_insert if n.id not in created and n.idempotency_key is not None]
+        )
+        results: list[InsertResult] = []
+        for n in notifications:
+            if n.id in created:
+                results.append(InsertResult(n, True))
+                continue
+            key = (n.app, n.idempotency_key or "")
+            first = notifications[first_of_key[key]]
+            existing = first if first.id in created else stored.get(key)
+            if existing is None:  # cannot happen: nothing deletes notifications
+                raise StoreUnavailable("idempotency conflict without a stored notification")
+            results.append(InsertResult(existing, False))
+        return results
+
+    async def _stored_for_keys(
+        self, conflicting: Sequence[Notification]
+    ) -> dict[tuple[str, str], Notification]:
+        if not conflicting:
+            return {}
+        rows = await self._fetch(
+            sql.SELECT_BY_KEYS,
+            [n.app for n in conflicting],
+            [n.idempotency_key for n in conflicting],
+        )
+        found = (notification_from_row(r) for r in rows)
+        return {(n.app, n.idempotency_key or ""): n for n in found}
+
+    async def get(self, id: str, app: str | None = None) -> Notification | None:
+        if not storable(id, app):
+            return None
+        if app is None:
+            row = await self._fetchrow(sql.GET, id)
+        else:
+            row = await self._fetchrow(sql.GET_FOR_APP, id, app)
+        return notification_from_row(row) if row is not None else None
+
+    async def list_notifications(
+        self,
+        app: str,
+        *,
+        user_id: str | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page:
+        limit = max(1, int(limit))
+        if not storable(app, user_id, after):
+            return Page(items=[], next=None)
+        clauses: list[str] = ["app = $1"]
+        args: list[Any] = [app]
+        for column, value in (("user_id", user_id), ("status", status), ("id", after)):
+            if value is not None:
+                args.append(str(value))
+                clauses.append(f"{column} {'<' if column == 'id' else '='} ${len(args)}")
+        # Only fixed column names are interpolated; values travel as parameters.
+        query = (
+            f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "  # noqa: S608
+            f"ORDER BY id DESC LIMIT ${len(args) + 1}"
+        )
+        args.append(limit + 1)
+        rows = await self._fetch(query, *args)
+        items = [notification_from_row(r) for r in rows[:limit]]
+        return Page(items=items, next=items[-1].id if len(rows) > limit else None)
+
+    async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
+        if not storable(app, key):
+            return []
+        rows = await self._fetch(sql.LIST_BY_KEY, app, key)
+        return [notification_from_row(r) for r in rows]
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        if ids:
+            await self._execute(sql.MARK_PUBLISHED, list(ids), at)
+
+    async def cancel(
+        self, id: str, app: str, now: datetime
+    ) -> tuple[CancelResult, Notification | None]:
+        if not storable(id, app):
+            return CancelResult.NOT_FOUND, None
+        row = await self._fetchrow(sql.CANCEL, id, app, now)
+        if row is not None:
+            return CancelResult.CANCELLED, notification_from_row(row)
+        current = await self.get(id, app)
+        if current is None:
+            return CancelResult.NOT_FOUND, None
+        if current.status is Status.CANCELLED:
+            return CancelResult.CANCELLED, current
+        return CancelResult.CONFLICT, current
+
+    # -- worker side -------------------------------------------------------------------------------
+    async def claim(
+        self, id: str, worker_id: str, now: datetime, lock_seconds: float
+    ) -> ClaimResult:
+        if not storable(id):
+            return ClaimResult(None, ClaimMiss.MISSING)
+        attempt = Attempt(worker=worker_id, started_at=now)
+        row = await self._fetchrow(
+            sql.CLAIM,
+            id,
+            worker_id,
+            now,
+            now + timedelta(seconds=lock_seconds),
+            dumps([attempt.to_dict()]),
+        )
+        if row is None:
+            return ClaimResult(None, ClaimMiss.MISSING)
+        current = notification_from_row(row)
+        if row["won"]:
+            return ClaimResult(current)
+        return ClaimResult(None, classify_miss(current, now))
+
+    async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
+        return (await self.complete_many(worker_id, [(id, outcome)]))[0]
+
+    async def complete_many(
+        self, worker_id: str, items: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
+        if not items:
+            return []
+        rows = await self._fetch(sql.COMPLETE_MANY, worker_id, *outcome_columns(items))
+        done = {r["id"] for r in rows}
+        return [id in done for id, _ in items]
+
+    # -- sweeper -----------------------------------------------------------------------------------
+    async def take_due_for_publish(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        unpublished_grace_seconds: float,
+        stale_published_seconds: float,
+    ) -> list[str]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(
+            sql.TAKE_DUE_FOR_PUBLISH,
+            now,
+            limit,
+            now - timedelta(seconds=unpublished_grace_seconds),
+            now - timedelta(seconds=stale_published_seconds),
+        )
+        return [r["id"] for r in rows]
+
+    async def unmark_published(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._execute(sql.UNMARK_PUBLISHED, list(ids))
+
+    async def recover_expired_locks(
+        self, now: datetime, *, limit: int, policy: UnknownOutcomePolicy
+    ) -> list[RecoveredLock]:
+        if limit <= 0:
+            return []
+        error = LastError(
+            code="outcome_unknown",
+            message="the worker died after it started the push; the outcome is unknown",
+        )
+        rows = await self._fetch(
+            sql.RECOVER_EXPIRED_LOCKS,
+            now,
+            limit,
+            policy is UnknownOutcomePolicy.FAIL,
+            dumps(error.to_dict()),
+        )
+        return [
+            RecoveredLock(id=r["id"], unknown_attempt=r["unknown"], republish=r["republish"])
+            for r in rows
+        ]
+
+    async def reopen(self, id: str, now: datetime) -> bool:
+        if not storable(id):
+            return False
+        return await self._fetchrow(sql.REOPEN, id, now) is not None
+
+    async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
+        if app is None:
+            rows = await self._fetch(sql.COUNTS)
+        else:
+            rows = await self._fetch(sql.COUNTS_FOR_APP, app)
+        counts = dict.fromkeys(Status, 0)
+        for r in rows:
+            counts[Status(r["status"])] = r["n"]
+        return counts
+
+    # -- devices -----------------------------------------------------------------------------------
+    async def upsert_device(
+        self, app: str, token: str, platform: Platform, user_id: str | None, now: datetime
+    ) -> tuple[Device, bool]:
+        if not storable(app, token, user_id):
+            raise ValueError("a device token or user id with a NUL character cannot be stored")
+        row = await self._fetchrow(
+            sql.UPSERT_DEVICE, app, token, Platform(platform).value, user_id, now
+        )
+        return device_from_row(row), bool(row["created"])
+
+    async def delete_device(self, app: str, token: str) -> bool:
+        if not storable(app, token):
+            return False
+        return await self._execute(sql.DELETE_DEVICE, app, token) != "DELETE 0"
+
+    async def get_device(self, app: str, token: str) -> Device | None:
+        if not storable(app, token):
+            return None
+        row = await self._fetchrow(sql.GET_DEVICE, app, token)
+        return device_from_row(row) if row is not None else None
+
+    async def list_devices(
+        self, app: str, user_id: str, *, active_only: bool = False
+    ) -> list[Device]:
+        if not storable(app, user_id):
+            return []
+        rows = await self._fetch(sql.LIST_DEVICES, app, user_id, active_only)
+        return [device_from_row(r) for r in rows]
+
+    async def deactivate_device(
+        self,
+        app: str,
+        token: str,
+        reason: str,
+        now: datetime,
+        *,
+        unless_registered_after: datetime | None = None,
+    ) -> bool:
+        if not storable(app, token, reason):
+            return False
+        status = await self._execute(
+            sql.DEACTIVATE_DEVICE, app, token, reason, now, unless_registered_after
+        )
+        return status != "UPDATE 0"
+
+    # -- API keys ----------------------------------------------------------------------------------
+    async def add_api_key(self, app: str, key_hash: str, now: datetime) -> None:
+        await self._execute(sql.ADD_API_KEY, key_hash, app, now)
+
+    async def app_for_key_hash(self, key_hash: str) -> str | None:
+        if not storable(key_hash):
+            return None
+        row = await self._fetchrow(sql.APP_FOR_KEY_HASH, key_hash)
+        return None if row is None else str(row["app"])

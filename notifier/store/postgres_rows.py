@@ -1,0 +1,183 @@
+"""Mapping between PostgreSQL rows and the domain records of :mod:`notifier.models`.
+
+jsonb columns are decoded by the connection's orjson codec; datetimes inside ``history``
+are stored as ISO 8601 strings and come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from notifier.models import (
+    OPEN_STATUSES,
+    Attempt,
+    Device,
+    LastError,
+    Notification,
+    Platform,
+    Priority,
+    Status,
+    Target,
+)
+from notifier.store.base import ClaimMiss, Outcome
+
+
+def storable(*values: str | None) -> bool:
+    """Whether PostgreSQL text can hold every value (no NUL character, no lone surrogate)."""
+    for value in values:
+        if value is None:
+            continue
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def check_storable(n: Notification) -> None:
+    """Raise ValueError when a notification holds text PostgreSQL cannot store."""
+    texts = (n.id, n.app, n.user_id, n.target.token, n.title, n.body, n.collapse_key)
+    extra = (n.idempotency_key, n.request_fingerprint)
+    if not storable(*texts, *extra, *n.data.keys(), *n.data.values()):
+        raise ValueError(
+            f"notification {n.id!r}: text with a NUL character or a lone surrogate cannot be stored"
+        )
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a jsonb parameter (aware datetimes become ISO 8601 strings)."""
+    return orjson.dumps(value).decode()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def attempt_from_json(d: Mapping[str, Any]) -> Attempt:
+    started = _parse_time(d["started_at"])
+    if started is None:
+        raise ValueError("an attempt without started_at")
+    return Attempt.from_dict(
+        {**d, "started_at": started, "finished_at": _parse_time(d.get("finished_at"))}
+    )
+
+
+def notification_from_row(row: Mapping[str, Any]) -> Notification:
+    """A :class:`Notification` from a ``SELECT *`` row of ``notifications``."""
+    return Notification(
+        id=row["id"],
+        app=row["app"],
+        target=Target(platform=Platform(row["target_platform"]), token=row["target_token"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        user_id=row["user_id"],
+        title=row["title"],
+        body=row["body"],
+        data=row["data"] or {},
+        priority=Priority(row["priority"]),
+        collapse_key=row["collapse_key"],
+        ttl_seconds=row["ttl_seconds"],
+        status=Status(row["status"]),
+        scheduled_for=row["scheduled_for"],
+        next_attempt_at=row["next_attempt_at"],
+        attempts=row["attempts"],
+        last_error=LastError.from_dict(row["last_error"]),
+        locked_by=row["locked_by"],
+        locked_at=row["locked_at"],
+        lock_expiry=row["lock_expiry"],
+        published_at=row["published_at"],
+        sent_at=row["sent_at"],
+        provider_message_id=row["provider_message_id"],
+        idempotency_key=row["idempotency_key"],
+        request_fingerprint=row["request_fingerprint"],
+        history=[attempt_from_json(a) for a in row["history"] or ()],
+    )
+
+
+def insert_columns(notifications: Sequence[Notification]) -> list[list[Any]]:
+    """Column arrays for ``INSERT ... SELECT FROM unnest(...)`` (order of INSERT_COLUMNS)."""
+    rows = [
+        (
+            n.id,
+            n.app,
+            n.user_id,
+            n.target.platform.value,
+            n.target.token,
+            n.title,
+            n.body,
+            dumps(n.data or {}),
+            n.priority.value,
+            n.collapse_key,
+            n.ttl_seconds,
+            n.status.value,
+            n.scheduled_for,
+            n.next_attempt_at,
+            n.attempts,
+            dumps(n.last_error.to_dict()) if n.last_error else None,
+            n.published_at,
+            n.idempotency_key,
+            n.request_fingerprint,
+            dumps([a.to_dict() for a in n.history]),
+            n.created_at,
+            n.updated_at,
+        )
+        for n in notifications
+    ]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def outcome_columns(items: Sequence[tuple[str, Outcome]]) -> list[list[Any]]:
+    """Column arrays for COMPLETE_MANY: id, status, finished_at, message id, next, error, finish."""
+    rows = [
+        (
+            id,
+            o.status.value,
+            o.finished_at,
+            o.provider_message_id,
+            o.next_attempt_at,
+            dumps(o.last_error.to_dict()) if o.last_error else None,
+            dumps(
+                {
+                    "finished_at": o.finished_at,
+                    "outcome": o.attempt_outcome.value,
+                    "provider_status": o.provider_status,
+                }
+            ),
+        )
+        for id, o in items
+    ]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def device_from_row(row: Mapping[str, Any]) -> Device:
+    return Device(
+        app=row["app"],
+        token=row["token"],
+        platform=Platform(row["platform"]),
+        user_id=row["user_id"],
+        active=row["active"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deactivated_reason=row["deactivated_reason"],
+    )
+
+
+def classify_miss(current: Notification, now: datetime) -> ClaimMiss:
+    """Why a claim missed, from the row as the claim's snapshot saw it."""
+    if current.status not in OPEN_STATUSES:
+        return ClaimMiss.FINAL
+    if current.locked_by is not None and (
+        current.lock_expiry is None or current.lock_expiry >= now
+    ):
+        return ClaimMiss.LOCKED
+    due = all(t is None or t <= now for t in (current.scheduled_for, current.next_attempt_at))
+    # Claimable in the snapshot yet missed: a concurrent claim won the row first.
+    return ClaimMiss.LOCKED if due else ClaimMiss.NOT_DUE

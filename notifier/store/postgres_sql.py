@@ -1,0 +1,314 @@
+"""The PostgreSQL schema and every statement :class:`~notifier.store.postgres.PostgresStore` runs.
+
+Kept apart from the store class so that the SQL reads top to bottom in one place. Each state
+change two processes could race on is one conditional ``UPDATE`` (DESIGN.md section 1).
+Ids and idempotency keys use the "C" collation: UUIDv7 text then sorts by creation time, and
+a key prefix (``key#...``, a user fan-out) is a plain index range.
+"""
+
+# The f-strings below interpolate only constants of this module, never input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+# Any constant will do; every process agrees on it so that setup() runs one at a time.
+SETUP_LOCK_KEY = 0x6E6F7469666965  # "notifie"
+
+OPEN = "('pending', 'scheduled', 'retrying')"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS notifications (
+    id text COLLATE "C" PRIMARY KEY,
+    app text NOT NULL,
+    user_id text,
+    target_platform text NOT NULL,
+    target_token text NOT NULL,
+    title text,
+    body text,
+    data jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    priority text NOT NULL,
+    collapse_key text,
+    ttl_seconds integer,
+    status text NOT NULL,
+    scheduled_for timestamptz,
+    next_attempt_at timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error jsonb,
+    locked_by text,
+    locked_at timestamptz,
+    lock_expiry timestamptz,
+    published_at timestamptz,
+    sent_at timestamptz,
+    provider_message_id text,
+    idempotency_key text COLLATE "C",
+    request_fingerprint text,
+    history jsonb NOT NULL DEFAULT '[]'::jsonb,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_status_next_attempt
+    ON notifications (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_status_lock_expiry
+    ON notifications (status, lock_expiry);
+CREATE UNIQUE INDEX IF NOT EXISTS notifications_app_idempotency_key
+    ON notifications (app, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS notifications_user_created
+    ON notifications (user_id, created_at);
+CREATE INDEX IF NOT EXISTS notifications_target_token
+    ON notifications (target_token);
+CREATE INDEX IF NOT EXISTS notifications_app_id
+    ON notifications (app, id DESC);
+CREATE INDEX IF NOT EXISTS notifications_open_published
+    ON notifications (published_at NULLS FIRST) WHERE status IN {OPEN};
+
+CREATE TABLE IF NOT EXISTS devices (
+    app text NOT NULL,
+    token text NOT NULL,
+    platform text NOT NULL,
+    user_id text,
+    active boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    deactivated_reason text,
+    PRIMARY KEY (app, token)
+);
+CREATE INDEX IF NOT EXISTS devices_app_user ON devices (app, user_id);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash text PRIMARY KEY,
+    app text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+"""
+
+# -- notifications: API side ------------------------------------------------------------------
+
+INSERT_COLUMNS = (
+    "id",
+    "app",
+    "user_id",
+    "target_platform",
+    "target_token",
+    "title",
+    "body",
+    "data",
+    "priority",
+    "collapse_key",
+    "ttl_seconds",
+    "status",
+    "scheduled_for",
+    "next_attempt_at",
+    "attempts",
+    "last_error",
+    "published_at",
+    "idempotency_key",
+    "request_fingerprint",
+    "history",
+    "created_at",
+    "updated_at",
+)
+# PostgreSQL array type of each column above, for ``unnest``; jsonb travels as text.
+INSERT_ARRAY_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+)
+_JSON_COLUMNS = {"data", "last_error", "history"}
+
+
+def _insert_sql() -> str:
+    params = ", ".join(f"${i}::{t}[]" for i, t in enumerate(INSERT_ARRAY_TYPES, start=1))
+    select = ", ".join(f"u.{c}::jsonb" if c in _JSON_COLUMNS else f"u.{c}" for c in INSERT_COLUMNS)
+    return (
+        f"INSERT INTO notifications ({', '.join(INSERT_COLUMNS)}) "
+        f"SELECT {select} FROM unnest({params}) AS u({', '.join(INSERT_COLUMNS)}) "
+        "ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+        "RETURNING id"
+    )
+
+
+INSERT_MANY = _insert_sql()
+
+SELECT_BY_KEYS = """
+SELECT n.* FROM notifications n
+JOIN unnest($1::text[], $2::text[]) AS k(app, key)
+  ON n.app = k.app AND n.idempotency_key = k.key
+"""
+
+GET = "SELECT * FROM notifications WHERE id = $1"
+GET_FOR_APP = "SELECT * FROM notifications WHERE id = $1 AND app = $2"
+
+LIST_BY_KEY = """
+SELECT * FROM notifications
+WHERE app = $1 AND idempotency_key IS NOT NULL
+  AND (idempotency_key = $2
+       OR (idempotency_key >= $2 || '#' AND idempotency_key < $2 || '$'))
+ORDER BY id
+"""
+
+MARK_PUBLISHED = """
+UPDATE notifications SET published_at = $2
+WHERE id = ANY($1::text[]) AND published_at IS NULL
+"""
+
+UNMARK_PUBLISHED = "UPDATE notifications SET published_at = NULL WHERE id = ANY($1::text[])"
+
+CANCEL = f"""
+UPDATE notifications
+SET status = 'cancelled', updated_at = $3, locked_by = NULL, locked_at = NULL,
+    lock_expiry = NULL, next_attempt_at = NULL
+WHERE id = $1 AND app = $2 AND status IN {OPEN}
+  AND (locked_by IS NULL OR lock_expiry < $3)
+RETURNING *
+"""
+
+# -- notifications: worker side --------------------------------------------------------------
+
+# $1 id, $2 worker, $3 now, $4 lock expiry, $5 the new attempt as a one-element JSON array.
+# A previous attempt left unfinished by a dead worker is marked "unknown" on the way.
+# On a miss, the same round trip returns the row as it was (for classifying the miss).
+CLAIM = f"""
+WITH won AS (
+    UPDATE notifications
+    SET locked_by = $2, locked_at = $3, lock_expiry = $4, attempts = attempts + 1,
+        updated_at = $3,
+        history = (CASE
+            WHEN jsonb_array_length(history) > 0 AND history -> -1 ->> 'finished_at' IS NULL
+                 AND history -> -1 ->> 'outcome' IS NULL
+            THEN jsonb_set(history, '{{-1,outcome}}', '"unknown"')
+            ELSE history END) || $5::text::jsonb
+    WHERE id = $1 AND status IN {OPEN}
+      AND (scheduled_for IS NULL OR scheduled_for <= $3)
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
+      AND (locked_by IS NULL OR lock_expiry < $3)
+    RETURNING *
+)
+SELECT true AS won, * FROM won
+UNION ALL
+SELECT false AS won, * FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT FROM won)
+"""
+
+# One statement for any number of outcomes, fenced on locked_by = $1.
+COMPLETE_MANY = """
+UPDATE notifications n
+SET status = u.status,
+    locked_by = NULL, locked_at = NULL, lock_expiry = NULL,
+    updated_at = u.finished_at,
+    sent_at = CASE WHEN u.status = 'sent' THEN u.finished_at ELSE n.sent_at END,
+    provider_message_id = COALESCE(u.provider_message_id, n.provider_message_id),
+    next_attempt_at = CASE WHEN u.status = 'retrying' THEN u.next_attempt_at END,
+    published_at = CASE WHEN u.status = 'retrying' THEN NULL ELSE n.published_at END,
+    last_error = COALESCE(u.last_error::jsonb, n.last_error),
+    history = CASE WHEN jsonb_array_length(n.history) > 0
+        THEN jsonb_set(n.history, '{-1}', (n.history -> -1) || u.finish::jsonb)
+        ELSE n.history END
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[],
+            $7::text[], $8::text[])
+     AS u(id, status, finished_at, provider_message_id, next_attempt_at, last_error, finish)
+WHERE n.id = u.id AND n.locked_by = $1
+RETURNING n.id
+"""
+
+# -- sweeper ------------------------------------------------------------------------------------
+
+# $1 now, $2 limit, $3 unpublished grace cut-off, $4 stale published cut-off.
+TAKE_DUE_FOR_PUBLISH = f"""
+WITH c AS (
+    SELECT id FROM notifications
+    WHERE status IN {OPEN}
+      AND (published_at IS NULL OR published_at < $4)
+      AND (locked_by IS NULL OR lock_expiry < $1)
+      AND (scheduled_for IS NULL OR scheduled_for <= $1)
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+      AND (
+        (published_at IS NULL AND status IN ('scheduled', 'retrying'))
+        OR (published_at IS NULL AND status = 'pending' AND created_at < $3)
+        OR (published_at < $4 AND (locked_at IS NULL OR locked_at < published_at))
+      )
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n SET published_at = $1 FROM c WHERE n.id = c.id
+RETURNING n.id
+"""
+
+# $1 now, $2 limit, $3 true when the policy fails unknown outcomes, $4 last_error JSON.
+RECOVER_EXPIRED_LOCKS = f"""
+WITH c AS (
+    SELECT id,
+           (jsonb_array_length(history) > 0 AND history -> -1 ->> 'finished_at' IS NULL
+            AND history -> -1 ->> 'outcome' IS NULL) AS unknown
+    FROM notifications
+    WHERE status IN {OPEN} AND lock_expiry < $1 AND locked_by IS NOT NULL
+    ORDER BY lock_expiry
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n
+SET locked_by = NULL, locked_at = NULL, lock_expiry = NULL, updated_at = $1,
+    history = CASE WHEN c.unknown
+        THEN jsonb_set(n.history, '{{-1,outcome}}', '"unknown"') ELSE n.history END,
+    status = CASE WHEN c.unknown AND $3 THEN 'failed' ELSE n.status END,
+    last_error = CASE WHEN c.unknown AND $3 THEN $4::text::jsonb ELSE n.last_error END,
+    next_attempt_at = CASE WHEN c.unknown AND $3 THEN NULL ELSE n.next_attempt_at END,
+    published_at = CASE WHEN c.unknown AND $3 THEN n.published_at ELSE $1 END
+FROM c WHERE n.id = c.id
+RETURNING n.id, c.unknown, NOT (c.unknown AND $3) AS republish
+"""
+
+REOPEN = """
+UPDATE notifications
+SET status = 'pending', next_attempt_at = NULL, locked_by = NULL, locked_at = NULL,
+    lock_expiry = NULL, published_at = $2, updated_at = $2
+WHERE id = $1 AND status IN ('failed', 'expired')
+RETURNING id
+"""
+
+COUNTS = "SELECT status, count(*) AS n FROM notifications GROUP BY status"
+COUNTS_FOR_APP = "SELECT status, count(*) AS n FROM notifications WHERE app = $1 GROUP BY status"
+
+# -- devices and API keys ------------------------------------------------------------------------
+
+UPSERT_DEVICE = """
+INSERT INTO devices (app, token, platform, user_id, active, created_at, updated_at)
+VALUES ($1, $2, $3, $4, true, $5, $5)
+ON CONFLICT (app, token) DO UPDATE
+SET platform = EXCLUDED.platform, user_id = EXCLUDED.user_id, active = true,
+    deactivated_reason = NULL, updated_at = EXCLUDED.updated_at
+RETURNING *, (xmax = 0) AS created
+"""
+DELETE_DEVICE = "DELETE FROM devices WHERE app = $1 AND token = $2"
+GET_DEVICE = "SELECT * FROM devices WHERE app = $1 AND token = $2"
+LIST_DEVICES = """
+SELECT * FROM devices WHERE app = $1 AND user_id = $2 AND (active OR NOT $3)
+ORDER BY created_at, token
+"""
+DEACTIVATE_DEVICE = """
+UPDATE devices SET active = false, deactivated_reason = $3, updated_at = $4
+WHERE app = $1 AND token = $2 AND ($5::timestamptz IS NULL OR updated_at <= $5)
+"""
+
+ADD_API_KEY = """
+INSERT INTO api_keys (key_hash, app, created_at) VALUES ($1, $2, $3)
+ON CONFLICT (key_hash) DO NOTHING
+"""
+APP_FOR_KEY_HASH = "SELECT app FROM api_keys WHERE key_hash = $1"

@@ -1,0 +1,122 @@
+"""Fixtures for the store contract suite: one real store per test, on each implementation.
+
+PostgreSQL always runs (a fresh database per test). MongoDB runs only when
+``NOTIFIER_TEST_MONGODB_URL`` points at a server: no MongoDB server can be installed on
+our machines, and an in-process fake would prove nothing about the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
+from notifier.store.base import NotificationStore
+
+MONGO_SKIP_REASON = (
+    "NOTIFIER_TEST_MONGODB_URL is not set: no MongoDB server can be installed on this machine"
+)
+
+MONGODB_URL = os.environ.get("NOTIFIER_TEST_MONGODB_URL")
+
+ConnectStore = Callable[[], Awaitable[NotificationStore]]
+
+
+def _mongo_url_for(database: str) -> str:
+    assert MONGODB_URL is not None
+    parts = urlsplit(MONGODB_URL)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def _connect(kind: str, url: str) -> NotificationStore:
+    if kind == "postgresql":
+        from notifier.store.postgres import PostgresStore
+
+        return await PostgresStore.connect(url)
+    from notifier.store.mongo import MongoStore  # type: ignore[import-not-found,unused-ignore]
+
+    store: NotificationStore = await MongoStore.connect(url)
+    return store
+
+
+async def _drop_mongo_database(url: str) -> None:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        await client.drop_database(urlsplit(url).path.lstrip("/"))
+    finally:
+        await client.close()
+
+
+@pytest.fixture(params=["postgresql", "mongodb"])
+def store_target(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """``(kind, url)`` of an empty database of this test's own."""
+    if request.param == "mongodb":
+        if not MONGODB_URL:
+            pytest.skip(MONGO_SKIP_REASON)
+        return "mongodb", _mongo_url_for(f"notifier_test_{secrets.token_hex(6)}")
+    return "postgresql", str(request.getfixturevalue("fresh_pg_url"))
+
+
+@pytest.fixture
+async def connect_store(store_target: tuple[str, str]) -> AsyncIterator[ConnectStore]:
+    """Open more stores (separate pools/clients, like separate processes) on the same data."""
+    kind, url = store_target
+    opened: list[NotificationStore] = []
+
+    async def connect() -> NotificationStore:
+        store = await _connect(kind, url)
+        opened.append(store)
+        return store
+
+    yield connect
+    for store in opened:
+        await store.close()
+    if kind == "mongodb":
+        await _drop_mongo_database(url)
+
+
+@pytest.fixture
+async def store(connect_store: ConnectStore) -> NotificationStore:
+    """A connected store with its schema set up, closed after the test."""
+    store = await connect_store()
+    await store.setup()
+    return store
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The current time at millisecond precision (what both stores keep exactly)."""
+    t = utcnow()
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def make_notification(now: datetime, **fields: Any) -> Notification:
+    """A valid notification for app ``a``; keyword arguments override any field."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "app": "a",
+        "target": Target(Platform.FCM, "token-" + secrets.token_hex(8)),
+        "created_at": now,
+        "updated_at": now,
+        "title": "Hi",
+        "body": "text",
+        "data": {"k": "v"},
+        "status": Status.PENDING,
+    }
+    values.update(fields)
+    return Notification(**values)
+
+
+async def insert(store: NotificationStore, *notifications: Notification) -> list[Notification]:
+    """Insert and check every one was created; the stored notifications, in order."""
+    results = await store.insert_many(notifications)
+    assert all(r.created for r in results)
+    return [r.notification for r in results]

@@ -1,0 +1,159 @@
+"""Store contract, sweeper side: republish guards, lock recovery, counts (every implementation)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from notifier.models import AttemptOutcome, Status
+from notifier.settings import UnknownOutcomePolicy
+from notifier.store.base import NotificationStore, RecoveredLock
+from tests.store.conftest import ConnectStore, insert, make_notification
+
+GRACE = 10.0
+STALE = 60.0
+
+
+async def take(store: NotificationStore, now: datetime, limit: int = 100) -> list[str]:
+    return await store.take_due_for_publish(
+        now, limit=limit, unpublished_grace_seconds=GRACE, stale_published_seconds=STALE
+    )
+
+
+async def test_take_due_for_publish_takes_each_category_once(
+    store: NotificationStore, now: datetime
+) -> None:
+    old = now - timedelta(seconds=GRACE + 1)
+    recent = now - timedelta(seconds=GRACE - 1)
+    due = now - timedelta(seconds=1)
+    later = now + timedelta(seconds=30)
+    n = {
+        "scheduled_due": make_notification(old, status=Status.SCHEDULED, scheduled_for=due),
+        "scheduled_later": make_notification(old, status=Status.SCHEDULED, scheduled_for=later),
+        "retrying_due": make_notification(old, status=Status.RETRYING, next_attempt_at=due),
+        "retrying_later": make_notification(old, status=Status.RETRYING, next_attempt_at=later),
+        "pending_old": make_notification(old),
+        "pending_in_grace": make_notification(recent),
+        "published_stale": make_notification(old, published_at=now - timedelta(seconds=STALE + 1)),
+        "published_fresh": make_notification(old, published_at=now - timedelta(seconds=STALE - 1)),
+        "locked": make_notification(old),
+        "sent": make_notification(old, status=Status.SENT),
+        "cancelled": make_notification(old, status=Status.CANCELLED),
+    }
+    await insert(store, *n.values())
+    assert (await store.claim(n["locked"].id, "w1", old, 3600)).won
+
+    taken = await take(store, now)
+    expected = {"scheduled_due", "retrying_due", "pending_old", "published_stale"}
+    assert sorted(taken) == sorted(n[k].id for k in expected)
+    for key in expected:
+        doc = await store.get(n[key].id)
+        assert doc is not None and doc.published_at == now
+    assert await take(store, now) == []  # taken documents are published now
+    # once a category's time comes, it is taken too
+    assert n["pending_in_grace"].id in await take(store, now + timedelta(seconds=2))
+
+
+async def test_claimed_since_published_is_not_republished(
+    store: NotificationStore, now: datetime
+) -> None:
+    published = now - timedelta(seconds=STALE + 10)
+    [n] = await insert(store, make_notification(published, published_at=published))
+    # claimed after the publish, and its lock expired: that is recover_expired_locks' work
+    await store.claim(n.id, "w1", published + timedelta(seconds=1), 5)
+    assert await take(store, now) == []
+
+
+async def test_concurrent_sweepers_take_disjoint_sets(
+    connect_store: ConnectStore, store: NotificationStore, now: datetime
+) -> None:
+    old = now - timedelta(seconds=GRACE + 1)
+    ids = {n.id for n in await insert(store, *(make_notification(old) for _ in range(600)))}
+    sweepers = [store, await connect_store(), await connect_store()]
+
+    async def sweep(sweeper: NotificationStore) -> list[str]:
+        taken: list[str] = []
+        while batch := await take(sweeper, now, limit=50):
+            taken += batch
+        return taken
+
+    results = await asyncio.gather(*(sweep(s) for s in sweepers))
+    everything = [id for taken in results for id in taken]
+    assert len(everything) == len(set(everything))  # nothing taken twice
+    assert set(everything) == ids  # nothing lost
+
+
+async def test_unmark_published_lets_the_next_round_retry(
+    store: NotificationStore, now: datetime
+) -> None:
+    old = now - timedelta(seconds=GRACE + 1)
+    a, b = await insert(store, make_notification(old), make_notification(old))
+    assert sorted(await take(store, now)) == sorted([a.id, b.id])
+    await store.unmark_published([a.id])
+    doc = await store.get(a.id)
+    assert doc is not None and doc.published_at is None
+    assert await take(store, now) == [a.id]
+
+
+async def test_recover_expired_locks_resend_policy(store: NotificationStore, now: datetime) -> None:
+    expired, live = await insert(store, make_notification(now), make_notification(now))
+    await store.claim(expired.id, "w1", now, 5)
+    await store.claim(live.id, "w1", now, 3600)
+    later = now + timedelta(seconds=6)
+    recovered = await store.recover_expired_locks(
+        later, limit=10, policy=UnknownOutcomePolicy.RESEND
+    )
+    assert recovered == [RecoveredLock(id=expired.id, unknown_attempt=True, republish=True)]
+    doc = await store.get(expired.id)
+    assert doc is not None
+    assert (doc.status, doc.locked_by, doc.published_at) == (Status.PENDING, None, later)
+    assert doc.history[-1].outcome is AttemptOutcome.UNKNOWN
+    assert (await store.claim(expired.id, "w2", later, 30)).won
+    assert (
+        await store.recover_expired_locks(later, limit=10, policy=UnknownOutcomePolicy.RESEND) == []
+    )
+    live_doc = await store.get(live.id)
+    assert live_doc is not None and live_doc.locked_by == "w1"
+
+
+async def test_recover_expired_locks_fail_policy(store: NotificationStore, now: datetime) -> None:
+    [n] = await insert(store, make_notification(now))
+    await store.claim(n.id, "w1", now, 5)
+    later = now + timedelta(seconds=6)
+    recovered = await store.recover_expired_locks(later, limit=10, policy=UnknownOutcomePolicy.FAIL)
+    assert recovered == [RecoveredLock(id=n.id, unknown_attempt=True, republish=False)]
+    doc = await store.get(n.id)
+    assert doc is not None
+    assert (doc.status, doc.locked_by) == (Status.FAILED, None)
+    assert doc.last_error is not None and doc.last_error.code == "outcome_unknown"
+    assert doc.history[-1].outcome is AttemptOutcome.UNKNOWN
+    assert not (await store.claim(n.id, "w2", later, 30)).won
+
+
+async def test_recover_expired_locks_respects_limit(
+    store: NotificationStore, now: datetime
+) -> None:
+    ns = await insert(store, *(make_notification(now) for _ in range(5)))
+    for n in ns:
+        await store.claim(n.id, "w1", now, 5)
+    later = now + timedelta(seconds=6)
+    policy = UnknownOutcomePolicy.RESEND
+    first = await store.recover_expired_locks(later, limit=3, policy=policy)
+    rest = await store.recover_expired_locks(later, limit=3, policy=policy)
+    assert (len(first), len(rest)) == (3, 2)
+    assert {r.id for r in first + rest} == {n.id for n in ns}
+
+
+async def test_counts_by_status_lists_every_status(store: NotificationStore, now: datetime) -> None:
+    await insert(
+        store,
+        make_notification(now),
+        make_notification(now),
+        make_notification(now, status=Status.SENT),
+        make_notification(now, app="b", status=Status.FAILED),
+    )
+    counts = await store.counts_by_status()
+    assert counts == {s: 0 for s in Status} | {Status.PENDING: 2, Status.SENT: 1, Status.FAILED: 1}
+    counts_a = await store.counts_by_status("a")
+    assert counts_a == {s: 0 for s in Status} | {Status.PENDING: 2, Status.SENT: 1}
+    assert await store.counts_by_status("nobody") == dict.fromkeys(Status, 0)

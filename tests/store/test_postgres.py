@@ -1,0 +1,133 @@
+"""What only the PostgreSQL store has to show: connection failures and its schema's indexes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import asyncpg
+import pytest
+
+from notifier.models import Platform, Status
+from notifier.store import postgres_pool
+from notifier.store.base import StoreUnavailable
+from notifier.store.postgres import PostgresStore
+from tests.conftest import PG_ADMIN_URL
+from tests.store.conftest import insert, make_notification
+from tests.support import wait_for
+
+
+async def test_unreachable_server_is_unavailable_without_the_password() -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        await PostgresStore.connect("postgresql://notifier:s3cret-pw@127.0.0.1:1/notifier")
+    assert "s3cret-pw" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+async def test_missing_database_is_unavailable(fresh_pg_url: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        await PostgresStore.connect(fresh_pg_url + "_missing")
+
+
+async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        await store.setup()
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        rows = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'notifications'")
+    finally:
+        await conn.close()
+    defs = " | ".join(r["indexdef"] for r in rows)
+    for columns in (
+        "(status, next_attempt_at)",
+        "(status, lock_expiry)",
+        "(app, idempotency_key) WHERE (idempotency_key IS NOT NULL)",
+        "(user_id, created_at)",
+        "(target_token)",
+        "(app, id DESC)",
+    ):
+        assert columns in defs, columns
+
+
+async def test_garbage_text_is_rejected_cleanly(fresh_pg_url: str, now: datetime) -> None:
+    """A NUL byte (PostgreSQL text cannot hold one) reads as absent, never as a crash."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        await store.setup()
+        assert await store.get("a\x00b") is None
+        assert await store.get("x", "a\x00") is None
+        assert (await store.claim("a\x00b", "w", now, 30)).notification is None
+        page = await store.list_notifications("a", user_id="u\x00", status=Status.PENDING)
+        assert page.items == []
+        [result] = await store.insert_many([make_notification(now)])
+        assert result.created
+    finally:
+        await store.close()
+
+
+async def test_store_recovers_after_the_server_drops_its_connections(fresh_pg_url: str) -> None:
+    store = await PostgresStore.connect(fresh_pg_url)
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await store.setup()
+        database = fresh_pg_url.rsplit("/", 1)[1]
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database
+        )
+        # the pool's connection is dead: the next call may fail as unavailable, never otherwise
+        with contextlib.suppress(StoreUnavailable):
+            await store.ping()
+        await wait_for(_answers(store), timeout=10, what="the store to reconnect")
+    finally:
+        await admin.close()
+        await store.close()
+
+
+def _answers(store: PostgresStore) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        try:
+            await store.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+    return check
+
+
+async def test_a_query_past_its_timeout_is_unavailable(
+    fresh_pg_url: str, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_pool, "COMMAND_TIMEOUT_SECONDS", 0.5)
+    store = await PostgresStore.connect(fresh_pg_url)
+    blocker = await asyncpg.connect(fresh_pg_url)
+    try:
+        await store.setup()
+        [n] = await insert(store, make_notification(now))
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", n.id)
+            with pytest.raises(StoreUnavailable):
+                await store.claim(n.id, "w1", now, 30)
+        assert (await store.claim(n.id, "w1", now, 30)).won  # the pool is still usable
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def test_text_postgresql_cannot_hold_is_a_value_error(
+    fresh_pg_url: str, now: datetime
+) -> None:
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        await store.setup()
+        for bad in ({"title": "a\x00b"}, {"data": {"k": "\ud800"}}):
+            with pytest.raises(ValueError, match="cannot be stored"):
+                await store.insert_many([make_notification(now), make_notification(now, **bad)])
+        assert await store.counts_by_status() == dict.fromkeys(Status, 0)  # nothing stored
+        with pytest.raises(ValueError):
+            await store.upsert_device("a", "tok\x00", Platform.FCM, "u1", now)
+    finally:
+        await store.close()
