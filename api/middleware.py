@@ -1,0 +1,88 @@
+"""Middlewares: request metrics by route template, errors as problem+json, key auth + rate limit."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.auth import bearer_key
+from api.keys import APP_NAME, AUTH, LIMITER
+from api.problems import Problem
+from notifier.logging import get_logger
+from notifier.metrics import HTTP_DURATION, HTTP_REQUESTS, RATE_LIMITED
+from notifier.store.base import StoreUnavailable
+
+log = get_logger(__name__)
+
+_KEEP_HEADERS = ("Allow", "Retry-After")
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (``/v1/notifications/{id}``), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        route = route_template(request)
+        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        HTTP_DURATION.labels(route, request.method).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: exc.headers[k] for k in _KEEP_HEADERS if k in exc.headers}
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 413:
+            detail = "the request body is larger than 64 KiB"
+        return Problem(exc.status, detail, headers=headers).response()
+    except StoreUnavailable as exc:
+        log.warning("store_unavailable", path=route_template(request), error=str(exc))
+        return Problem(
+            503, "the store is unavailable; retry later", headers={"Retry-After": "1"}
+        ).response()
+    except Exception:
+        log.exception("unhandled_error", route=route_template(request), method=request.method)
+        return Problem(500, "internal error").response()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``/v1`` routes need a known bearer key; each key has its own token bucket."""
+    if not request.path.startswith("/v1/") or request.match_info.http_exception is not None:
+        return await handler(request)
+    key = bearer_key(request.headers.get("Authorization"))
+    unauthorized = {"WWW-Authenticate": 'Bearer realm="notifier"'}
+    if key is None:
+        raise Problem(401, "missing bearer API key", headers=unauthorized)
+    app_name = await request.app[AUTH].app_for(key)
+    if app_name is None:
+        raise Problem(401, "unknown API key", headers=unauthorized)
+    wait = request.app[LIMITER].acquire(key)
+    if wait > 0:
+        RATE_LIMITED.inc()
+        raise Problem(
+            429,
+            "rate limit of this API key exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    request[APP_NAME] = app_name
+    return await handler(request)

@@ -1,0 +1,239 @@
+"""``/v1/notifications``: accept (single, user fan-out, batch), read, list, cancel."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from api.body import has_nul, read_json
+from api.keys import APP_NAME, STORE, WRITER
+from api.problems import Problem, field_error, unprocessable, validation_errors
+from api.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    BatchEnvelope,
+    BatchItem,
+    ListQuery,
+    NotificationRequest,
+    UserTarget,
+)
+from api.views import (
+    accepted_status,
+    build_notification,
+    fingerprint,
+    json_response,
+    notification_json,
+)
+from notifier.metrics import ACCEPTED
+from notifier.models import Notification, Target, utcnow
+from notifier.store.base import CancelResult, NotificationStore
+
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+class _Plan:
+    """The documents one request (or batch item) creates, and how to answer for them."""
+
+    def __init__(self, docs: list[Notification], fp: str | None, fan_out: bool) -> None:
+        self.docs = docs
+        self.fingerprint = fp
+        self.fan_out = fan_out
+
+
+def _answer(docs: Sequence[Notification], fan_out: bool) -> dict[str, Any]:
+    status = accepted_status(docs[0]).value
+    if fan_out:
+        return {"ids": sorted(d.id for d in docs), "status": status}
+    return {"id": docs[0].id, "status": status}
+
+
+def _replay(stored: Sequence[Notification], fp: str | None) -> dict[str, Any]:
+    """The first answer for an idempotency key, or a 409 when the body differs."""
+    if not all(hmac.compare_digest(d.request_fingerprint or "", fp or "") for d in stored):
+        raise Problem(
+            409,
+            "this Idempotency-Key was used with another request body",
+            type_="idempotency-conflict",
+        )
+    return _answer(stored, any("#" in (d.idempotency_key or "") for d in stored))
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise unprocessable(
+            [field_error(["header", "Idempotency-Key"], "1..200 printable ASCII characters, no #")]
+        )
+    return key
+
+
+async def _plan(
+    store: NotificationStore,
+    app: str,
+    req: NotificationRequest,
+    key: str | None,
+    fp: str | None,
+    now: datetime,
+    loc: Sequence[str | int] = (),
+) -> _Plan:
+    """The documents for a request; a user target expands to the user's active devices."""
+    if not isinstance(req.to, UserTarget):
+        target = Target(req.to.platform, req.to.token)
+        doc = build_notification(req, app, target, now, idempotency_key=key, request_fingerprint=fp)
+        return _Plan([doc], fp, fan_out=False)
+    devices = await store.list_devices(app, req.to.user_id, active_only=True)
+    if not devices:
+        raise unprocessable(
+            [field_error([*loc, "to", "user_id"], "this user has no active device")],
+            "no active device to send to",
+        )
+    docs = [
+        build_notification(
+            req,
+            app,
+            Target(d.platform, d.token),
+            now,
+            user_id=req.to.user_id,
+            idempotency_key=f"{key}#{n}" if key is not None else None,
+            request_fingerprint=fp,
+        )
+        for n, d in enumerate(devices)
+    ]
+    return _Plan(docs, fp, fan_out=True)
+
+
+def _count_accepted(docs: Sequence[Notification]) -> None:
+    for d in docs:
+        ACCEPTED.labels(d.target.platform.value, d.priority.value).inc()
+
+
+async def create_notification(request: web.Request) -> web.Response:
+    app = request[APP_NAME]
+    store = request.app[STORE]
+    body = await read_json(request)
+    key = _idempotency_key(request)
+    try:
+        req = NotificationRequest.model_validate(body)
+    except ValidationError as exc:
+        raise unprocessable(validation_errors(exc)) from None
+    fp = fingerprint(body) if key is not None else None
+    if key is not None:
+        stored = await store.list_by_idempotency_key(app, key)
+        if stored:
+            return json_response(_replay(stored, fp), 200)
+    plan = await _plan(store, app, req, key, fp, utcnow())
+    results = await request.app[WRITER].write(plan.docs)
+    created = [r.notification for r in results if r.created]
+    if not created:  # another replica stored this key first
+        return json_response(_replay([r.notification for r in results], fp), 200)
+    _count_accepted(created)
+    return json_response(_answer([r.notification for r in results], plan.fan_out), 202)
+
+
+async def _plan_item(
+    store: NotificationStore, app: str, item: Any, index: int, now: datetime
+) -> _Plan | dict[str, Any]:
+    """A batch item's plan, or its final answer (an error or an idempotent replay)."""
+    loc = ("notifications", index)
+    try:
+        req = BatchItem.model_validate(item)
+    except ValidationError as exc:
+        return {"error": unprocessable(validation_errors(exc, loc)).to_dict()}
+    key = req.idempotency_key
+    fp = fingerprint(item) if key is not None else None
+    try:
+        if key is not None and isinstance(req.to, UserTarget):
+            stored = await store.list_by_idempotency_key(app, key)
+            if stored:
+                return _replay(stored, fp)
+        return await _plan(store, app, req, key, fp, now, loc)
+    except Problem as problem:
+        return {"error": problem.to_dict()}
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    app = request[APP_NAME]
+    store = request.app[STORE]
+    body = await read_json(request)
+    try:
+        envelope = BatchEnvelope.model_validate(body)
+    except ValidationError as exc:
+        raise unprocessable(validation_errors(exc)) from None
+    now = utcnow()
+    planned = [
+        await _plan_item(store, app, item, i, now) for i, item in enumerate(envelope.notifications)
+    ]
+    docs = [d for p in planned if isinstance(p, _Plan) for d in p.docs]
+    results = await request.app[WRITER].write(docs) if docs else []
+    answers: list[dict[str, Any]] = []
+    created: list[Notification] = []
+    offset = 0
+    for p in planned:
+        if not isinstance(p, _Plan):
+            answers.append(p)
+            continue
+        mine = results[offset : offset + len(p.docs)]
+        offset += len(p.docs)
+        new = [r.notification for r in mine if r.created]
+        created.extend(new)
+        try:
+            answer = (
+                _answer(new, p.fan_out)
+                if new
+                else _replay([r.notification for r in mine], p.fingerprint)
+            )
+        except Problem as problem:
+            answer = {"error": problem.to_dict()}
+        answers.append(answer)
+    _count_accepted(created)
+    return json_response({"results": answers}, 200)
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    nid = request.match_info["id"]
+    found = None if has_nul(nid) else await request.app[STORE].get(nid, request[APP_NAME])
+    if found is None:
+        raise Problem(404, "no such notification")
+    return json_response(notification_json(found))
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    try:
+        query = ListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise unprocessable(validation_errors(exc, ("query",))) from None
+    if has_nul(*(v for v in (query.user_id, query.after) if v is not None)):
+        raise unprocessable([field_error(["query"], "must not contain NUL")])
+    page = await request.app[STORE].list_notifications(
+        request[APP_NAME],
+        user_id=query.user_id,
+        status=query.status,
+        limit=query.limit,
+        after=query.after,
+    )
+    return json_response({"items": [notification_json(n) for n in page.items], "next": page.next})
+
+
+async def cancel_notification(request: web.Request) -> web.Response:
+    nid = request.match_info["id"]
+    if has_nul(nid):
+        raise Problem(404, "no such notification")
+    result, found = await request.app[STORE].cancel(nid, request[APP_NAME], utcnow())
+    if result is CancelResult.NOT_FOUND or found is None:
+        raise Problem(404, "no such notification")
+    if result is CancelResult.CONFLICT:
+        raise Problem(409, f"cannot cancel: the notification is {found.status.value} or being sent")
+    return json_response(notification_json(found))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/notifications", create_notification)
+    app.router.add_post("/v1/notifications/batch", create_batch)
+    app.router.add_get("/v1/notifications", list_notifications, allow_head=False)
+    app.router.add_get("/v1/notifications/{id}", get_notification, allow_head=False)
+    app.router.add_delete("/v1/notifications/{id}", cancel_notification)

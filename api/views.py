@@ -1,0 +1,108 @@
+"""JSON shapes of the answers (DESIGN.md section 3) and the request -> document mapping."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api.schemas import NotificationRequest
+from notifier.models import Device, Notification, Status, Target, new_id
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def fingerprint(body: Any) -> str:
+    """sha256 of the canonical JSON of a request body (sorted keys, compact)."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def accepted_status(n: Notification) -> Status:
+    """The status the first answer gave: scheduled when due after its creation."""
+    if n.scheduled_for is not None and n.scheduled_for > n.created_at:
+        return Status.SCHEDULED
+    return Status.PENDING
+
+
+def build_notification(
+    req: NotificationRequest,
+    app: str,
+    target: Target,
+    now: datetime,
+    *,
+    user_id: str | None = None,
+    idempotency_key: str | None = None,
+    request_fingerprint: str | None = None,
+) -> Notification:
+    scheduled = req.scheduled_for is not None and req.scheduled_for > now
+    return Notification(
+        id=new_id(),
+        app=app,
+        target=target,
+        created_at=now,
+        updated_at=now,
+        user_id=user_id if user_id is not None else req.user_id,
+        title=req.title,
+        body=req.body,
+        data=dict(req.data),
+        priority=req.priority,
+        collapse_key=req.collapse_key,
+        ttl_seconds=req.ttl_seconds,
+        status=Status.SCHEDULED if scheduled else Status.PENDING,
+        scheduled_for=req.scheduled_for,
+        next_attempt_at=req.scheduled_for if scheduled else None,
+        idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
+    )
+
+
+def notification_json(n: Notification) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "user_id": n.user_id,
+        "target": {"platform": n.target.platform.value, "token": n.target.token},
+        "title": n.title,
+        "body": n.body,
+        "data": n.data,
+        "priority": n.priority.value,
+        "ttl_seconds": n.ttl_seconds,
+        "collapse_key": n.collapse_key,
+        "status": n.status.value,
+        "scheduled_for": _iso(n.scheduled_for),
+        "attempts": n.attempts,
+        "history": [
+            {
+                "worker": a.worker,
+                "started_at": _iso(a.started_at),
+                "finished_at": _iso(a.finished_at),
+                "outcome": a.outcome.value if a.outcome else None,
+                "provider_status": a.provider_status,
+            }
+            for a in n.history
+        ],
+        "last_error": n.last_error.to_dict() if n.last_error else None,
+        "sent_at": _iso(n.sent_at),
+        "provider_message_id": n.provider_message_id,
+        "created_at": _iso(n.created_at),
+        "updated_at": _iso(n.updated_at),
+    }
+
+
+def device_json(d: Device) -> dict[str, Any]:
+    return {
+        "token": d.token,
+        "user_id": d.user_id,
+        "platform": d.platform.value,
+        "active": d.active,
+        "created_at": _iso(d.created_at),
+        "updated_at": _iso(d.updated_at),
+    }

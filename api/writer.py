@@ -1,0 +1,186 @@
+"""The write path: insert (durable), publish the pending ids with confirms, then answer.
+
+Concurrent requests of one process are grouped: while a round (one ``insert_many`` and one
+``publish``) is in flight, later requests queue and go together in the next round, so under
+load the store and the broker see few large calls instead of many small ones. A request is
+answered only after its round's insert committed and its publish was confirmed (or failed:
+the document then stays unpublished and the worker's sweeper publishes it).
+``published_at`` is recorded in the background, in bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from notifier.broker import Broker, BrokerUnavailable
+from notifier.logging import get_logger
+from notifier.metrics import API_PUBLISH_FAILURES
+from notifier.models import Notification, Status, utcnow
+from notifier.settings import Settings
+from notifier.store.base import InsertResult, NotificationStore, StoreUnavailable
+
+log = get_logger(__name__)
+
+MAX_ROUNDS_IN_FLIGHT = 4
+MAX_ROUND_SIZE = 1000
+RECONNECT_SECONDS = 2.0
+MARK_PUBLISHED_SECONDS = 0.2
+
+
+class BrokerLink:
+    """The API's broker connection; reconnects in the background if it was down at start."""
+
+    def __init__(self, settings: Settings, broker: Broker | None) -> None:
+        self.settings = settings
+        self.broker = broker
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.broker is None and self._task is None:
+            self._task = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        while self.broker is None:
+            try:
+                self.broker = await Broker.connect(self.settings, timeout=5.0)
+                log.info("broker_connected")
+            except BrokerUnavailable:
+                await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def publish(self, ids: Sequence[str]) -> bool:
+        """Publish with confirms; False (counted, logged) when the broker did not confirm."""
+        if not ids:
+            return True
+        try:
+            if self.broker is None:
+                raise BrokerUnavailable("not connected")
+            await self.broker.publish(ids)
+        except BrokerUnavailable as exc:
+            API_PUBLISH_FAILURES.inc(len(ids))
+            log.warning("publish_failed", count=len(ids), error=str(exc))
+            return False
+        return True
+
+    async def ping(self) -> None:
+        if self.broker is None:
+            raise BrokerUnavailable("not connected")
+        await self.broker.ping()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.broker is not None:
+            await self.broker.close()
+
+
+@dataclass(slots=True)
+class _Request:
+    notifications: list[Notification]
+    future: asyncio.Future[list[InsertResult]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Writer:
+    """Groups concurrent writes into rounds of one insert and one publish each."""
+
+    def __init__(self, store: NotificationStore, link: BrokerLink) -> None:
+        self._store = store
+        self._link = link
+        self._queue: list[_Request] = []
+        self._rounds = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._published: list[str] = []
+        self._marker: asyncio.Task[None] | None = None
+
+    async def write(self, notifications: list[Notification]) -> list[InsertResult]:
+        """Store durably and publish; results in input order (see ``insert_many``)."""
+        request = _Request(notifications)
+        self._queue.append(request)
+        self._kick()
+        return await request.future
+
+    def _kick(self) -> None:
+        while self._queue and self._rounds < MAX_ROUNDS_IN_FLIGHT:
+            batch: list[_Request] = []
+            size = 0
+            while self._queue and (
+                not batch or size + len(self._queue[0].notifications) <= MAX_ROUND_SIZE
+            ):
+                request = self._queue.pop(0)
+                batch.append(request)
+                size += len(request.notifications)
+            self._rounds += 1
+            task = asyncio.create_task(self._round(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._round_done)
+
+    def _round_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._rounds -= 1
+        self._kick()
+
+    async def _round(self, batch: list[_Request]) -> None:
+        flat = [n for request in batch for n in request.notifications]
+        try:
+            results = await self._store.insert_many(flat)
+        except Exception as exc:  # every waiting request gets the error (503 or 500)
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("insert_failed", count=len(flat))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        pending = [
+            r.notification.id
+            for r in results
+            if r.created and r.notification.status is Status.PENDING
+        ]
+        try:
+            if await self._link.publish(pending):
+                self._published.extend(pending)
+                self._ensure_marker()
+        except Exception:  # stored is stored: answer anyway, the sweeper publishes
+            log.exception("publish_crashed", count=len(pending))
+        start = 0
+        for request in batch:
+            end = start + len(request.notifications)
+            if not request.future.done():
+                request.future.set_result(results[start:end])
+            start = end
+
+    def _ensure_marker(self) -> None:
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._mark_published())
+
+    async def _mark_published(self) -> None:
+        await asyncio.sleep(MARK_PUBLISHED_SECONDS)
+        await self.flush_published()
+
+    async def flush_published(self) -> None:
+        """Record ``published_at`` for what was published (best effort: the sweeper copes)."""
+        while self._published:
+            ids, self._published = (
+                self._published[:MAX_ROUND_SIZE],
+                self._published[MAX_ROUND_SIZE:],
+            )
+            try:
+                await self._store.mark_published(ids, utcnow())
+            except StoreUnavailable as exc:
+                log.warning("mark_published_failed", count=len(ids), error=str(exc))
+                return
+
+    async def close(self) -> None:
+        """Finish the rounds in flight and record what they published."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._marker is not None:
+            self._marker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marker
+        await self.flush_published()

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""Benchmark ingestion through nginx: single POSTs/s with p50/p99, batch notifications/s.
+
+Starts, on loopback, its own PostgreSQL database and queue, two API processes
+(``python -m notifier api``) and nginx with the repo's config (nginx/nginx.conf.template),
+then drives load with aiohttp from several client processes. Each client connection uses its
+own 127.0.0.x source address, i.e. it is one client of nginx's per-address limit
+(100 r/s, burst 200), as many real upstream hosts would be. Prints the median of the runs.
+
+    .venv/bin/python scripts/bench_api.py [--runs 3] [--duration 5] [--concurrency 64]
+
+Needs RabbitMQ and PostgreSQL (scripts/services.sh up) and /usr/sbin/nginx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from notifier.apikeys import generate_key, hash_key  # noqa: E402
+from notifier.models import utcnow  # noqa: E402
+from notifier.nginxconf import render_nginx_config  # noqa: E402
+from notifier.settings import load_settings  # noqa: E402
+from notifier.store import open_store  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get(
+    "NOTIFIER_BENCH_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
+)
+AMQP_URL = os.environ.get("NOTIFIER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NGINX = "/usr/sbin/nginx"
+TOKEN = "ab" * 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _item(i: int) -> dict[str, Any]:
+    return {"to": {"platform": "apns", "token": TOKEN}, "title": "Hi", "body": f"n{i}"}
+
+
+# -- load generation (runs in client processes) ------------------------------------------------
+async def _single_worker(url: str, key: str, ip: str, until: float, lat: list[float]) -> int:
+    errors = 0
+    body = orjson.dumps(_item(0))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(local_addr=(ip, 0), limit=1)
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
+        while time.perf_counter() < until:
+            start = time.perf_counter()
+            async with session.post("/v1/notifications", data=body) as r:
+                await r.read()
+                if r.status == 202:
+                    lat.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+    return errors
+
+
+async def _batch_worker(url: str, key: str, ip: str, until: float, size: int) -> tuple[int, int]:
+    accepted = errors = 0
+    body = orjson.dumps({"notifications": [_item(i) for i in range(size)]})
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(local_addr=(ip, 0), limit=1)
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
+        while time.perf_counter() < until:
+            async with session.post("/v1/notifications/batch", data=body) as r:
+                results = orjson.loads(await r.read())["results"] if r.status == 200 else []
+                ok = sum(1 for x in results if "id" in x)
+                accepted += ok
+                errors += (size - ok) if r.status == 200 else 1
+    return accepted, errors
+
+
+def _client_process(args: tuple[str, str, str, list[str], float, int]) -> dict[str, Any]:
+    mode, url, key, ips, duration, size = args
+
+    async def run() -> dict[str, Any]:
+        start = time.perf_counter()
+        until = start + duration
+        if mode == "single":
+            lat: list[float] = []
+            errs = await asyncio.gather(*(_single_worker(url, key, ip, until, lat) for ip in ips))
+            return {"latencies": lat, "errors": sum(errs), "elapsed": time.perf_counter() - start}
+        pairs = await asyncio.gather(*(_batch_worker(url, key, ip, until, size) for ip in ips))
+        return {
+            "accepted": sum(p[0] for p in pairs),
+            "errors": sum(p[1] for p in pairs),
+            "elapsed": time.perf_counter() - start,
+        }
+
+    return asyncio.run(run())
+
+
+def _drive(mode: str, url: str, key: str, conns: int, procs: int, secs: float, size: int) -> Any:
+    ips = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(conns)]
+    chunks = [ips[i::procs] for i in range(procs)]
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_client_process, [(mode, url, key, c, secs, size) for c in chunks])
+    return parts, max(p["elapsed"] for p in parts)  # the load window, not process start-up
+
+
+# -- the system under test --------------------------------------------------------------------
+class Stack:
+    """Two API processes and nginx, with a database and a queue of their own."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.db = f"notifier_bench_{secrets.token_hex(4)}"
+        parts = urlsplit(PG_ADMIN_URL)
+        self.store_url = urlunsplit(parts._replace(path="/" + self.db))
+        self.queue = f"bench_api.{os.getpid()}.{secrets.token_hex(3)}"
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.port = _free_port()
+        self.key = generate_key()
+
+    async def start(self) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        await conn.execute(f'CREATE DATABASE "{self.db}"')
+        await conn.close()
+        env = {
+            "NOTIFIER_STORE_URL": self.store_url,
+            "NOTIFIER_AMQP_URL": AMQP_URL,
+            "NOTIFIER_QUEUE": self.queue,
+        }
+        settings = load_settings(env)
+        store = await open_store(settings)
+        await store.add_api_key("bench", hash_key(self.key), utcnow())
+        await store.close()
+        env |= {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+        env["NOTIFIER_LOG_LEVEL"] = "warning"
+        ports = [_free_port(), _free_port()]
+        log = (self.run_dir / "api.log").open("ab")
+        for p in ports:
+            cmd = [sys.executable, "-m", "notifier", "api", "--port", str(p)]
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    *cmd, cwd=ROOT, env=env, stdout=log, stderr=log
+                )
+            )
+        conf = self.run_dir / "nginx.conf"
+        addresses = [f"127.0.0.1:{p}" for p in ports]
+        conf.write_text(render_nginx_config(self.port, addresses, self.run_dir))
+        for p in ports:
+            await _wait_up(f"http://127.0.0.1:{p}/health")
+        error_log = str(self.run_dir / "error.log")
+        base = [NGINX, "-p", str(self.run_dir), "-e", error_log, "-c", str(conf)]
+        check = await asyncio.create_subprocess_exec(*base, "-t", stderr=log)
+        if await check.wait() != 0:
+            raise RuntimeError("nginx -t failed")
+        self.procs.append(await asyncio.create_subprocess_exec(*base, "-g", "daemon off;"))
+        await _wait_up(f"http://127.0.0.1:{self.port}/health")
+
+    def api_cpu_seconds(self) -> float:
+        """CPU time used so far by the two API processes (user + system)."""
+        total = 0.0
+        for proc in self.procs[:2]:
+            times = psutil.Process(proc.pid).cpu_times()
+            total += times.user + times.system
+        return total
+
+    async def stop(self) -> None:
+        for n, proc in enumerate(self.procs):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGQUIT if n == 2 else signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        await conn.close()
+        for attempt in range(10):  # the shared broker may be restarting: retry a while
+            try:
+                await self._delete_queues()
+                return
+            except (OSError, aio_pika.exceptions.AMQPError):
+                await asyncio.sleep(1 + attempt)
+        print(f"could not delete queue {self.queue}; delete it by hand", file=sys.stderr)
+
+    async def _delete_queues(self) -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            for name in (self.queue, f"{self.queue}.dead"):
+                await channel.queue_delete(name)
+
+
+async def _wait_up(url: str) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _per(cpu_seconds: float, count: float) -> float:
+    return round(1000 * cpu_seconds / count, 3) if count else float("nan")
+
+
+def _single_figures(parts: list[dict[str, Any]], elapsed: float) -> dict[str, float]:
+    lat = sorted(x for p in parts for x in p["latencies"])
+    return {
+        "count": len(lat),
+        "rps": len(lat) / elapsed,
+        "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else float("nan"),
+        "errors": sum(p["errors"] for p in parts),
+    }
+
+
+async def _measure(args: argparse.Namespace, run_dir: Path) -> tuple[list[Any], list[Any]]:
+    stack = Stack(run_dir)
+    loop = asyncio.get_running_loop()
+    singles: list[dict[str, float]] = []
+    batches: list[dict[str, float]] = []
+    try:
+        await stack.start()
+        url = f"http://127.0.0.1:{stack.port}"
+        for run in range(args.runs):
+            cpu = stack.api_cpu_seconds()
+            parts, elapsed = await loop.run_in_executor(
+                None, _drive, "single", url, stack.key, args.concurrency, args.clients,
+                args.duration, 0,
+            )  # fmt: skip
+            single = _single_figures(parts, elapsed)
+            single["api_cpu_ms_per_req"] = _per(stack.api_cpu_seconds() - cpu, single["count"])
+            singles.append(single)
+            cpu = stack.api_cpu_seconds()
+            parts, elapsed = await loop.run_in_executor(
+                None, _drive, "batch", url, stack.key, args.batch_concurrency, args.clients,
+                args.duration, args.batch_size,
+            )  # fmt: skip
+            accepted = sum(p["accepted"] for p in parts)
+            batches.append(
+                {
+                    "nps": accepted / elapsed,
+                    "errors": sum(p["errors"] for p in parts),
+                    "api_cpu_ms_per_notification": _per(stack.api_cpu_seconds() - cpu, accepted),
+                }
+            )
+            print(f"run {run + 1}: single {singles[-1]}  batch {batches[-1]}", flush=True)
+    finally:
+        await stack.stop()
+    return singles, batches
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--concurrency", type=int, default=64, help="single-POST connections")
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=2, help="load-generating processes")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        singles, batches = asyncio.run(_measure(args, Path(tmp)))
+    med = {k: statistics.median(s[k] for s in singles) for k in singles[0]}
+    nps = statistics.median(b["nps"] for b in batches)
+    batch_cpu = statistics.median(b["api_cpu_ms_per_notification"] for b in batches)
+    print(f"\ncommand: {' '.join([sys.executable, *sys.argv])}")
+    print(f"machine: {os.cpu_count()} CPUs; median of {args.runs} runs of {args.duration:g}s")
+    print(
+        f"single POST via nginx : {med['rps']:8.0f} req/s   p50 {med['p50_ms']:.1f} ms   "
+        f"p99 {med['p99_ms']:.1f} ms   (concurrency {args.concurrency}, "
+        f"errors {med['errors']:.0f})"
+    )
+    print(
+        f"batch via nginx       : {nps:8.0f} notifications/s   ({args.batch_size} per request, "
+        f"concurrency {args.batch_concurrency})"
+    )
+    print(
+        f"API CPU per unit      : {med['api_cpu_ms_per_req']:.2f} ms per single POST, "
+        f"{batch_cpu:.3f} ms per batched notification (both replicas, user + system)"
+    )
+    print(f"load average at end  : {os.getloadavg()[0]:.1f} (1 min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

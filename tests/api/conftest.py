@@ -1,0 +1,156 @@
+"""Fixtures for the API tests: a real app on a real server against PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import build_app
+from notifier.apikeys import generate_key, hash_key
+from notifier.broker import Broker
+from notifier.models import Status, utcnow
+from notifier.settings import Settings, load_settings
+from notifier.store import NotificationStore, open_store
+from tests.conftest import AMQP_URL
+
+APNS_TOKEN = "a" * 64
+FCM_TOKEN = "fcm-token-1"
+
+
+@dataclass
+class Api:
+    client: TestClient[web.Request, web.Application]
+    store: NotificationStore
+    broker: Broker
+    settings: Settings
+    app_name: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def post(self, path: str, body: Any, **headers: str) -> Any:
+        return await self.client.post(path, json=body, headers={**self.auth, **headers})
+
+    async def stored(self) -> int:
+        counts = await self.store.counts_by_status(self.app_name)
+        return sum(counts.values())
+
+    async def queued(self) -> int:
+        """Messages ready in this test's queue (a fresh channel: a robust one caches)."""
+        channel = await self.broker.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.settings.queue, passive=True)
+            return queue.declaration_result.message_count or 0
+        finally:
+            await channel.close()
+
+    async def new_key(self, app_name: str | None = None) -> str:
+        key = generate_key()
+        await self.store.add_api_key(app_name or self.app_name, hash_key(key), utcnow())
+        return key
+
+
+async def delete_queues(settings: Settings) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (settings.queue, settings.dead_letter_queue):
+            await channel.queue_delete(name)
+
+
+@pytest.fixture
+async def store(make_settings: Callable[..., Settings]) -> AsyncIterator[NotificationStore]:
+    s = await open_store(make_settings())
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def api_factory(
+    make_settings: Callable[..., Settings], store: NotificationStore
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start APIs (each with its own key and app name); all stopped at the end of the test."""
+    started: list[Api] = []
+
+    async def start(
+        *,
+        app_store: NotificationStore | None = None,
+        same_as: Api | None = None,
+        **overrides: Any,
+    ) -> Api:
+        """``app_store``: the store the app uses (default: the test's); ``same_as``: share
+        that API's queue, app name and key (a second replica)."""
+        settings = same_as.settings if same_as is not None else make_settings(**overrides)
+        broker = await Broker.connect(settings)
+        client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(build_app(settings, app_store or store, broker), host="127.0.0.1")
+        )
+        await client.start_server()
+        app_name = same_as.app_name if same_as is not None else f"app-{secrets.token_hex(4)}"
+        api = Api(client, store, broker, settings, app_name, "")
+        api.key = same_as.key if same_as is not None else await api.new_key()
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        await api.client.close()
+    for settings in {a.settings.queue: a.settings for a in started}.values():
+        await delete_queues(settings)
+
+
+@pytest.fixture
+async def api(api_factory: Callable[..., Any]) -> Api:
+    instance: Api = await api_factory()
+    return instance
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def shared_api(pg_url: str) -> AsyncIterator[Api]:
+    """One API for a whole module of tests that publish nothing (rejections only)."""
+    env = {
+        "NOTIFIER_STORE_URL": pg_url,
+        "NOTIFIER_AMQP_URL": AMQP_URL,
+        "NOTIFIER_QUEUE": f"test.{os.getpid()}.{secrets.token_hex(4)}",
+    }
+    settings = load_settings(env)
+    module_store = await open_store(settings)
+    broker = await Broker.connect(settings)
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(build_app(settings, module_store, broker), host="127.0.0.1")
+    )
+    await client.start_server()
+    yield Api(client, module_store, broker, settings, "", "")
+    await client.close()
+    await module_store.close()
+    await delete_queues(settings)
+
+
+@pytest.fixture
+async def rejecting_api(shared_api: Api) -> Api:
+    """The module's shared API seen through a new app (so counts start at zero)."""
+    api = Api(
+        shared_api.client,
+        shared_api.store,
+        shared_api.broker,
+        shared_api.settings,
+        f"app-{secrets.token_hex(4)}",
+        "",
+    )
+    api.key = await api.new_key()
+    return api
+
+
+def count_open(counts: dict[Status, int]) -> int:
+    return sum(counts.values())

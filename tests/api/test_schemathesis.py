@@ -1,0 +1,81 @@
+"""Property-based run of schemathesis against a real API process: no 5xx, schema-true answers.
+
+The schema is the one the app serves; every operation gets a bounded number of examples.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api.openapi import openapi_document
+from notifier.apikeys import generate_key, hash_key
+from notifier.models import utcnow
+from notifier.settings import load_settings
+from notifier.store import open_store
+from tests.api.conftest import delete_queues
+from tests.api.processes import free_port, spawn_api, stop, wait_healthy
+from tests.conftest import AMQP_URL
+
+MAX_EXAMPLES = 15
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def live_api(
+    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, str]]:
+    env = {
+        "NOTIFIER_STORE_URL": pg_url,
+        "NOTIFIER_AMQP_URL": AMQP_URL,
+        "NOTIFIER_QUEUE": f"test.{os.getpid()}.{secrets.token_hex(4)}",
+    }
+    api_settings = load_settings(env, api_rate_per_second=100_000, api_rate_burst=100_000)
+    store = await open_store(api_settings)
+    key = generate_key()
+    await store.add_api_key("schemathesis", hash_key(key), utcnow())
+    await store.close()
+    port = free_port()
+    proc = spawn_api(api_settings, port, tmp_path_factory.mktemp("api") / "api.log")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(f"{base_url}/health", proc)
+        yield {"base_url": base_url, "key": key}
+    finally:
+        assert stop(proc) == 0, "the API did not stop cleanly on SIGTERM"
+        await delete_queues(api_settings)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_api_conforms_to_its_schema(case: schemathesis.Case, live_api: dict[str, str]) -> None:
+    response = case.call(
+        base_url=live_api["base_url"],
+        headers={"Authorization": f"Bearer {live_api['key']}"},
+        timeout=10,
+    )
+    case.validate_response(response, checks=CHECKS)
