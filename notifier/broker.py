@@ -131,10 +131,13 @@ class Broker:
     async def queue_depths(self) -> dict[str, int]:
         """Messages ready in the work queue and in the dead-letter queue."""
         channel = self._require_channel()
+        # On the raw channel: a robust channel answers a passive declare of a queue it
+        # declared before from its cache, with the count of that first declaration.
+        underlay = await channel.get_underlay_channel()
         depths: dict[str, int] = {}
         for name in (self.settings.queue, self.settings.dead_letter_queue):
-            queue = await channel.declare_queue(name, passive=True)
-            depths[name] = queue.declaration_result.message_count or 0
+            declared = await underlay.queue_declare(name, passive=True)
+            depths[name] = declared.message_count or 0
         return depths
 
     async def ping(self) -> None:

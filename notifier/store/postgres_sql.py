@@ -165,12 +165,20 @@ WHERE app = $1 AND idempotency_key IS NOT NULL
 ORDER BY id
 """
 
+# Multi-row updates lock their rows in id order first (ORDER BY id FOR UPDATE): two of them
+# running at once (the API's mark_published, a worker's complete_many) then never deadlock.
 MARK_PUBLISHED = """
-UPDATE notifications SET published_at = $2
-WHERE id = ANY($1::text[]) AND published_at IS NULL
+UPDATE notifications n SET published_at = $2
+FROM (SELECT id FROM notifications WHERE id = ANY($1::text[]) AND published_at IS NULL
+      ORDER BY id FOR UPDATE) l
+WHERE n.id = l.id
 """
 
-UNMARK_PUBLISHED = "UPDATE notifications SET published_at = NULL WHERE id = ANY($1::text[])"
+UNMARK_PUBLISHED = """
+UPDATE notifications n SET published_at = NULL
+FROM (SELECT id FROM notifications WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) l
+WHERE n.id = l.id
+"""
 
 CANCEL = f"""
 UPDATE notifications
@@ -209,6 +217,10 @@ SELECT false AS won, * FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT F
 
 # One statement for any number of outcomes, fenced on locked_by = $1.
 COMPLETE_MANY = """
+WITH l AS (
+    SELECT id FROM notifications WHERE id = ANY($2::text[]) AND locked_by = $1
+    ORDER BY id FOR UPDATE
+)
 UPDATE notifications n
 SET status = u.status,
     locked_by = NULL, locked_at = NULL, lock_expiry = NULL,
@@ -224,7 +236,7 @@ SET status = u.status,
 FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[],
             $7::text[], $8::text[])
      AS u(id, status, finished_at, provider_message_id, next_attempt_at, last_error, finish)
-WHERE n.id = u.id AND n.locked_by = $1
+WHERE n.id = u.id AND n.locked_by = $1 AND n.id IN (SELECT id FROM l)
 RETURNING n.id
 """
 

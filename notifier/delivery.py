@@ -1,0 +1,347 @@
+"""One delivery: claim the stored notification, push it, write the outcome (DESIGN.md 1, 4).
+
+Provider-agnostic: the worker hands in one :class:`~notifier.providers.base.Provider` per
+platform. The duplicate window (provider accepted, worker died before the outcome write) is
+kept as small as possible: the outcome is written right after the provider answers, before
+any side effect (device deactivation, dead-lettering) and before the caller acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from notifier import metrics
+from notifier.logging import get_logger
+from notifier.models import AttemptOutcome, LastError, Notification, Platform, Status, utcnow
+from notifier.providers.base import Provider, PushOutcome, PushResult
+from notifier.retry import next_attempt_at
+from notifier.settings import Settings
+from notifier.store.base import NotificationStore, Outcome, StoreUnavailable
+
+log = get_logger(__name__)
+
+# How long an outcome write is retried (store blip) before the delivery gives up; the lock
+# (NOTIFIER_LOCK_SECONDS) is held meanwhile, so nobody else pushes the notification.
+COMPLETE_RETRY_SECONDS = 20.0
+DEAD_LETTER_ATTEMPTS = 3
+
+
+class DeliveryResult(StrEnum):
+    """What one broker message led to, for the caller's counters."""
+
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DUPLICATE = "duplicate"  # claim missed: acked and dropped
+    LOCK_LOST = "lock_lost"  # the outcome write found another holder (our lock had expired)
+
+
+class DeadLetters(Protocol):
+    """Where exhausted and permanently failed notification ids go (``Broker`` fits)."""
+
+    async def publish_dead(self, notification_id: str, reason: str) -> None: ...
+
+
+CompleteFn = Callable[[str, Outcome], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """Counters since start, for the worker's ``/stats`` JSON."""
+
+    processed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    expired: int = 0
+    duplicates_suppressed: int = 0
+    lock_lost: int = 0
+    inflight: int = 0
+
+    def count(self, result: DeliveryResult) -> None:
+        self.processed += 1
+        if result is DeliveryResult.SENT:
+            self.sent += 1
+        elif result is DeliveryResult.RETRYING:
+            self.retried += 1
+        elif result is DeliveryResult.FAILED:
+            self.failed += 1
+        elif result is DeliveryResult.EXPIRED:
+            self.expired += 1
+        elif result is DeliveryResult.DUPLICATE:
+            self.duplicates_suppressed += 1
+        else:
+            self.lock_lost += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    outcome: Outcome
+    metric_outcome: str  # DELIVERIES outcome label
+    deactivate: bool = False
+    token_invalid_since: datetime | None = None  # APNs 410 timestamp
+    dead_letter_reason: str | None = None  # "max_attempts" or "permanent:<code>"
+
+
+_RESULT_BY_STATUS = {
+    Status.SENT: DeliveryResult.SENT,
+    Status.RETRYING: DeliveryResult.RETRYING,
+    Status.FAILED: DeliveryResult.FAILED,
+    Status.EXPIRED: DeliveryResult.EXPIRED,
+}
+
+
+class Deliverer:
+    """Runs deliveries for one worker; safe to call :meth:`deliver` from many tasks."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: NotificationStore,
+        providers: Mapping[Platform, Provider],
+        dead_letters: DeadLetters,
+        worker_id: str,
+        complete: CompleteFn | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+        self.dead_letters = dead_letters
+        self.worker_id = worker_id
+        self.stats = DeliveryStats()
+        self._complete = complete or self._complete_direct
+        self._rng = rng
+        # A provider call never outlives this, whatever the client's own timeouts do.
+        self._push_timeout = settings.provider_timeout_seconds * 2 + 5
+
+    async def _complete_direct(self, notification_id: str, outcome: Outcome) -> bool:
+        return await self.store.complete(notification_id, self.worker_id, outcome)
+
+    async def deliver(self, notification_id: str) -> DeliveryResult:
+        """Claim, push and record one notification. The caller acks afterwards.
+
+        Raises :class:`StoreUnavailable` when the claim or the outcome write cannot reach
+        the store: the caller must not ack (the message is redelivered, or the lock expires
+        and the sweeper recovers the notification).
+        """
+        with structlog.contextvars.bound_contextvars(notification_id=notification_id):
+            result = await self._deliver(notification_id)
+        self.stats.count(result)
+        return result
+
+    async def _deliver(self, notification_id: str) -> DeliveryResult:
+        now = utcnow()
+        try:
+            claim = await self.store.claim(
+                notification_id, self.worker_id, now, self.settings.lock_seconds
+            )
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("claim").inc()
+            raise
+        if claim.notification is None:
+            reason = claim.miss.value if claim.miss else "unknown"
+            metrics.CLAIMS.labels("lost").inc()
+            metrics.DUPLICATES_SUPPRESSED.labels(reason).inc()
+            log.debug("claim_missed", reason=reason)
+            return DeliveryResult.DUPLICATE
+        notification = claim.notification
+        provider = notification.target.platform.value
+        metrics.CLAIMS.labels("won").inc()
+        metrics.CLAIM_LATENCY.labels(provider).observe(_seconds(notification.created_at, now))
+        metrics.INFLIGHT.inc()
+        self.stats.inflight += 1
+        try:
+            decision = await self._attempt(notification, now)
+            return await self._finish(notification, decision)
+        finally:
+            metrics.INFLIGHT.dec()
+            self.stats.inflight -= 1
+
+    async def _attempt(self, notification: Notification, now: datetime) -> _Decision:
+        expires_at = notification.expires_at
+        if expires_at is not None and expires_at < now:
+            error = LastError("ttl_expired", "ttl_seconds passed before delivery")
+            outcome = Outcome(Status.EXPIRED, AttemptOutcome.EXPIRED, now, last_error=error)
+            return _Decision(outcome, "expired")
+        result = await self._push(notification)
+        return self._decide(notification, result, utcnow())
+
+    async def _push(self, notification: Notification) -> PushResult:
+        platform = notification.target.platform
+        provider = self.providers.get(platform)
+        if provider is None:
+            return PushResult(
+                PushOutcome.PERMANENT,
+                code="provider_not_configured",
+                message=f"no {platform.value} provider is configured in this worker",
+            )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            result = await asyncio.wait_for(provider.send(notification), self._push_timeout)
+        except TimeoutError:
+            result = PushResult(PushOutcome.RETRY, code="timeout", message="provider timed out")
+        except Exception as exc:  # a client bug must not wedge the message: retry, then DLQ
+            log.exception("provider_raised", provider=platform.value)
+            result = PushResult(
+                PushOutcome.RETRY, code="provider_error", message=type(exc).__name__
+            )
+        metrics.PROVIDER_DURATION.labels(platform.value).observe(loop.time() - started)
+        log.debug(
+            "provider_answered",
+            provider=platform.value,
+            outcome=result.outcome.value,
+            status=result.provider_status,
+            code=result.code,
+        )
+        return result
+
+    def _decide(self, n: Notification, result: PushResult, now: datetime) -> _Decision:
+        """Map a provider answer to the stored outcome and the follow-up actions."""
+        status = result.provider_status
+        if result.outcome is PushOutcome.SENT:
+            outcome = Outcome(
+                Status.SENT,
+                AttemptOutcome.SENT,
+                now,
+                provider_status=status,
+                provider_message_id=result.message_id,
+            )
+            return _Decision(outcome, "sent")
+        error = LastError(
+            result.code or result.outcome.value, result.message or result.outcome.value, status
+        )
+        if result.outcome is PushOutcome.TOKEN_DEAD:
+            outcome = Outcome(
+                Status.FAILED, AttemptOutcome.TOKEN_DEAD, now, status, last_error=error
+            )
+            return _Decision(
+                outcome,
+                "token_dead",
+                deactivate=True,
+                token_invalid_since=result.token_invalid_since,
+            )
+        if result.outcome is PushOutcome.PERMANENT:
+            outcome = Outcome(
+                Status.FAILED, AttemptOutcome.PERMANENT, now, status, last_error=error
+            )
+            return _Decision(outcome, "permanent", dead_letter_reason=f"permanent:{error.code}")
+        if n.attempts >= self.settings.max_attempts:
+            outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
+            return _Decision(outcome, "retry", dead_letter_reason="max_attempts")
+        when = next_attempt_at(
+            now, n.attempts, self.settings, result.retry_after_seconds, self._rng
+        )
+        expires_at = n.expires_at
+        if expires_at is not None and when > expires_at:
+            outcome = Outcome(Status.EXPIRED, AttemptOutcome.RETRY, now, status, last_error=error)
+            return _Decision(outcome, "retry")
+        outcome = Outcome(
+            Status.RETRYING,
+            AttemptOutcome.RETRY,
+            now,
+            status,
+            next_attempt_at=when,
+            last_error=error,
+        )
+        return _Decision(outcome, "retry")
+
+    async def _finish(self, n: Notification, decision: _Decision) -> DeliveryResult:
+        outcome = decision.outcome
+        provider = n.target.platform.value
+        if not await self._write_outcome(n.id, outcome):
+            metrics.CLAIMS.labels("lease_lost").inc()
+            log.warning("lock_lost_before_outcome", status=outcome.status.value)
+            return DeliveryResult.LOCK_LOST
+        metrics.DELIVERIES.labels(provider, decision.metric_outcome).inc()
+        if outcome.status is Status.SENT:
+            metrics.DELIVERY_LATENCY.labels(provider).observe(
+                _seconds(n.created_at, outcome.finished_at)
+            )
+        elif outcome.status is Status.RETRYING:
+            metrics.RETRIES_SCHEDULED.labels(provider).inc()
+        # successes are counted by metrics; logging each one would cost more than the push
+        log_event = log.debug if outcome.status is Status.SENT else log.info
+        log_event(
+            "delivery_finished",
+            status=outcome.status.value,
+            attempt=n.attempts,
+            provider=provider,
+            provider_status=outcome.provider_status,
+            code=outcome.last_error.code if outcome.last_error else None,
+        )
+        if decision.deactivate:
+            await self._deactivate(n, outcome, decision.token_invalid_since)
+        if decision.dead_letter_reason is not None:
+            await self._dead_letter(n.id, decision.dead_letter_reason)
+        return _RESULT_BY_STATUS[outcome.status]
+
+    async def _write_outcome(self, notification_id: str, outcome: Outcome) -> bool:
+        # Any failure is retried, not only StoreUnavailable: a transient database error
+        # (a deadlock with a concurrent multi-row update, say) must not strand the lock.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            stop=stop_after_delay(COMPLETE_RETRY_SECONDS),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await self._complete(notification_id, outcome)
+                except Exception as exc:
+                    metrics.STORE_ERRORS.labels("complete").inc()
+                    log.warning("outcome_write_failed", error=type(exc).__name__)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _deactivate(self, n: Notification, outcome: Outcome, since: datetime | None) -> None:
+        code = outcome.last_error.code if outcome.last_error else "token_dead"
+        try:
+            done = await self.store.deactivate_device(
+                n.app, n.target.token, code, utcnow(), unless_registered_after=since
+            )
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("deactivate_device").inc()
+            log.warning("deactivate_failed")
+            return
+        if done:
+            metrics.TOKENS_DEACTIVATED.labels(n.target.platform.value).inc()
+
+    async def _dead_letter(self, notification_id: str, reason: str) -> None:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(DEAD_LETTER_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self.dead_letters.publish_dead(notification_id, reason)
+        except Exception:  # the failure is already stored; only the DLQ entry is missing
+            metrics.BROKER_ERRORS.labels("publish_dead").inc()
+            log.warning("dead_letter_publish_failed", reason=reason)
+            return
+        metrics.DEAD_LETTERED.labels(reason.split(":", 1)[0]).inc()
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())

@@ -1,0 +1,183 @@
+"""The sweeper: republishes what the queue no longer carries (DESIGN.md section 1).
+
+It runs inside every worker on a jittered interval. Each round it releases expired locks
+(worker crashes: the unknown-outcome policy decides between resend and fail), then takes
+due ``scheduled``/``retrying`` documents, never-published ``pending`` ones and lost
+wake-ups, and publishes their ids. Every take is an atomic store update, so however many
+sweepers run, each document is republished by one of them per round. A failed publish
+clears ``published_at`` again so the next round retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+from notifier import metrics
+from notifier.logging import get_logger
+from notifier.models import Status, utcnow
+from notifier.settings import Settings
+from notifier.store.base import NotificationStore, StoreUnavailable
+
+log = get_logger(__name__)
+
+TAKE_LIMIT = 500  # documents per store call; a round repeats calls up to MAX_TAKES_PER_ROUND
+MAX_TAKES_PER_ROUND = 20
+# The API publishes right after its insert and marks the ids once the broker confirmed;
+# under load confirms take seconds, so wait well past that before assuming a lost publish.
+UNPUBLISHED_GRACE_SECONDS = 30.0
+BACKOFF_MAX_SECONDS = 30.0
+PUBLISH_CHUNK = 100  # ids per confirmed publish burst, so a busy broker confirms in time
+GAUGE_REFRESH_SECONDS = 12.0
+
+
+class Publisher(Protocol):
+    """What the sweeper needs of the broker (``notifier.broker.Broker`` fits)."""
+
+    async def publish(self, ids: Sequence[str]) -> None: ...
+
+    async def publish_dead(self, notification_id: str, reason: str) -> None: ...
+
+    async def queue_depths(self) -> dict[str, int]: ...
+
+
+class Sweeper:
+    """One worker's sweeper; :meth:`run` loops until cancelled."""
+
+    def __init__(self, settings: Settings, store: NotificationStore, broker: Publisher) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        # A wake-up is "lost" when its document stayed unclaimed this long after publish;
+        # generous, since a long backlog legitimately waits in the queue.
+        self.stale_published_seconds = max(60.0, 2.0 * settings.lock_seconds)
+        self.by_status: dict[str, int] = {}
+        self.queue_depths: dict[str, int] = {}
+        self.rounds = 0
+        self._last_gauges = float("-inf")
+        # After a failed publish the broker is down or overloaded (confirms late): pause the
+        # rounds, doubling up to BACKOFF_MAX_SECONDS, instead of piling on more publishes.
+        self._failures = 0
+        self._paused_until = float("-inf")
+
+    async def run(self) -> None:
+        interval = self.settings.sweep_interval_seconds
+        while True:
+            try:
+                await self.sweep_once()
+                await self.refresh_gauges(max_age_seconds=GAUGE_REFRESH_SECONDS)
+            except Exception:  # a bug in one round must not stop recovery for good
+                log.exception("sweep_failed")
+            # jitter spreads many workers' rounds apart
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+
+    async def sweep_once(self) -> int:
+        """One round; returns how many ids it published. Never raises on outages."""
+        published = 0
+        if asyncio.get_running_loop().time() < self._paused_until:
+            return 0
+        try:
+            published += await self._recover_locks()
+            published += await self._publish_due()
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("sweep").inc()
+            log.warning("sweep_store_unavailable")
+        self.rounds += 1
+        return published
+
+    async def _recover_locks(self) -> int:
+        recovered = await self.store.recover_expired_locks(
+            utcnow(), limit=TAKE_LIMIT, policy=self.settings.unknown_outcome
+        )
+        if not recovered:
+            return 0
+        unknown = sum(1 for r in recovered if r.unknown_attempt)
+        if unknown:
+            metrics.UNKNOWN_OUTCOMES.inc(unknown)
+        to_publish = [r.id for r in recovered if r.republish]
+        held = [r.id for r in recovered if not r.republish]
+        log.warning(
+            "expired_locks_recovered",
+            count=len(recovered),
+            unknown_outcomes=unknown,
+            republish=len(to_publish),
+            held_failed=len(held),
+        )
+        for notification_id in held:
+            await self._dead_letter(notification_id, "outcome_unknown")
+        return await self._publish(to_publish, "expired_lock")
+
+    async def _publish_due(self) -> int:
+        total = 0
+        for _ in range(MAX_TAKES_PER_ROUND):
+            ids = await self.store.take_due_for_publish(
+                utcnow(),
+                limit=TAKE_LIMIT,
+                unpublished_grace_seconds=UNPUBLISHED_GRACE_SECONDS,
+                stale_published_seconds=self.stale_published_seconds,
+            )
+            total += await self._publish(ids, "due")
+            if len(ids) < TAKE_LIMIT:
+                break
+        return total
+
+    async def _publish(self, ids: list[str], reason: str) -> int:
+        published = 0
+        for start in range(0, len(ids), PUBLISH_CHUNK):
+            chunk = ids[start : start + PUBLISH_CHUNK]
+            try:
+                await self.broker.publish(chunk)
+            except Exception as exc:  # BrokerUnavailable and friends: undo, retry next round
+                metrics.BROKER_ERRORS.labels("sweeper_publish").inc()
+                self._failures += 1
+                pause = min(BACKOFF_MAX_SECONDS, 2.0**self._failures)
+                self._paused_until = asyncio.get_running_loop().time() + pause
+                log.warning(
+                    "sweeper_publish_failed",
+                    count=len(ids) - start,
+                    error=type(exc).__name__,
+                    paused_seconds=pause,
+                )
+                await self.store.unmark_published(ids[start:])
+                break
+            self._failures = 0
+            published += len(chunk)
+        if published:
+            metrics.SWEEPER_REPUBLISHED.labels(reason).inc(published)
+            log.info("sweeper_published", count=published, reason=reason)
+        return published
+
+    async def _dead_letter(self, notification_id: str, reason: str) -> None:
+        try:
+            await self.broker.publish_dead(notification_id, reason)
+        except Exception as exc:  # the failure is stored; only the DLQ entry is missing
+            metrics.BROKER_ERRORS.labels("publish_dead").inc()
+            log.warning("dead_letter_publish_failed", error=type(exc).__name__)
+            return
+        metrics.DEAD_LETTERED.labels(reason).inc()
+
+    async def refresh_gauges(self, max_age_seconds: float = 0.0) -> None:
+        """Refresh the by-status and queue-depth gauges (and the cached /stats figures),
+        unless they are younger than ``max_age_seconds``."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_gauges < max_age_seconds:
+            return
+        self._last_gauges = now
+        try:
+            counts = await self.store.counts_by_status()
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("counts_by_status").inc()
+        else:
+            self.by_status = {status.value: counts.get(status, 0) for status in Status}
+            for status, count in self.by_status.items():
+                metrics.NOTIFICATIONS_BY_STATUS.labels(status).set(count)
+        try:
+            self.queue_depths = await self.broker.queue_depths()
+        except Exception as exc:  # broker down or reconnecting: keep the last figures
+            metrics.BROKER_ERRORS.labels("queue_depths").inc()
+            log.debug("queue_depths_failed", error=type(exc).__name__)
+            return
+        for queue, depth in self.queue_depths.items():
+            metrics.QUEUE_MESSAGES.labels(queue).set(depth)

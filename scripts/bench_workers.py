@@ -1,0 +1,238 @@
+"""Benchmark the delivery workers against the provider emulator (not a test).
+
+For 1, 2 and 4 worker processes: pre-insert N notifications into a fresh PostgreSQL
+database and publish them (the queue fills while no worker runs), start the workers and
+time the drain (first to last ``sent_at``): delivered/s. Then a steady phase feeds a fixed
+rate for a few seconds to measure created->sent latency (p50/p99) and worker RSS.
+
+    .venv/bin/python scripts/bench_workers.py [--count 20000] [--workers 1 2 4]
+        [--concurrency 64] [--rate 1500] [--steady-seconds 8]
+
+Needs RabbitMQ and PostgreSQL (scripts/services.sh up). Binds only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emulator.testing import free_port, run_emulator  # noqa: E402
+from notifier.broker import Broker  # noqa: E402
+from notifier.models import Notification, Platform, Target, new_id, utcnow  # noqa: E402
+from notifier.settings import load_settings  # noqa: E402
+from notifier.store.factory import open_store  # noqa: E402
+
+PG_ADMIN = os.environ.get(
+    "NOTIFIER_TEST_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
+)
+AMQP = os.environ.get("NOTIFIER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def note(i: int) -> Notification:
+    now = utcnow()
+    platform = Platform.APNS if i % 2 else Platform.FCM
+    token = secrets.token_hex(32) if platform is Platform.APNS else f"fcm-bench-{i}"
+    return Notification(
+        id=new_id(),
+        app="bench",
+        target=Target(platform, token),
+        created_at=now,
+        updated_at=now,
+        title="Bench",
+        body="hello",
+        data={"i": str(i)},
+    )
+
+
+async def create_db() -> str:
+    name = f"notifier_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    conn = await asyncpg.connect(PG_ADMIN)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return name
+
+
+async def drop_db(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+class Workers:
+    def __init__(self, env: dict[str, str], n: int, concurrency: int) -> None:
+        self.env, self.n, self.concurrency = env, n, concurrency
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.ports: list[int] = []
+
+    async def start(self) -> None:
+        for _ in range(self.n):
+            port = free_port()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "notifier",
+                "worker",
+                "--metrics-port",
+                str(port),
+                "--concurrency",
+                str(self.concurrency),
+                env={**os.environ, **self.env},
+                cwd=ROOT,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            self.procs.append(proc)
+            self.ports.append(port)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for port in self.ports:
+                for _ in range(300):
+                    try:
+                        if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+
+    def rss_mb(self) -> list[float]:
+        return [psutil.Process(p.pid).memory_info().rss / 2**20 for p in self.procs]
+
+    async def stop(self) -> None:
+        for p in self.procs:
+            if p.returncode is None:
+                os.kill(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            await p.wait()
+
+
+async def insert_publish(store: Any, broker: Broker, notes: list[Notification]) -> None:
+    for start in range(0, len(notes), 500):
+        chunk = notes[start : start + 500]
+        await store.insert_many(chunk)
+        ids = [n.id for n in chunk]
+        await broker.publish(ids)
+        await store.mark_published(ids, utcnow())
+
+
+async def sent_times(db_url: str, ids: list[str]) -> list[tuple[float, float]]:
+    conn = await asyncpg.connect(db_url)
+    rows = await conn.fetch(
+        "SELECT extract(epoch from created_at) c, extract(epoch from sent_at) s "
+        "FROM notifications WHERE id = ANY($1::text[]) AND status = 'sent'",
+        ids,
+    )
+    await conn.close()
+    return [(float(r["c"]), float(r["s"])) for r in rows]
+
+
+async def wait_sent(db_url: str, ids: list[str], timeout: float = 300) -> list[tuple[float, float]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        rows = await sent_times(db_url, ids)
+        if len(rows) >= len(ids) or loop.time() > deadline:
+            return rows
+        await asyncio.sleep(0.25)
+
+
+async def run_one(
+    args: argparse.Namespace, n_workers: int, emu_env: dict[str, str]
+) -> dict[str, Any]:
+    db = await create_db()
+    db_url = urlunsplit(urlsplit(PG_ADMIN)._replace(path="/" + db))
+    queue = f"bench.{os.getpid()}.{secrets.token_hex(3)}"
+    env = {
+        "NOTIFIER_STORE_URL": db_url,
+        "NOTIFIER_AMQP_URL": AMQP,
+        "NOTIFIER_QUEUE": queue,
+        "NOTIFIER_LOG_LEVEL": "warning",
+        **emu_env,
+    }
+    settings = load_settings(env)
+    store = await open_store(settings)
+    broker = await Broker.connect(settings)
+    workers = Workers(env, n_workers, args.concurrency)
+    try:
+        notes = [note(i) for i in range(args.count)]
+        await insert_publish(store, broker, notes)
+        await workers.start()
+        rss: list[float] = []
+
+        async def sample() -> None:
+            while True:
+                rss.append(max(workers.rss_mb()))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample())
+        rows = await wait_sent(db_url, [n.id for n in notes])
+        sent = sorted(s for _, s in rows)
+        drain = sent[-1] - sent[0] if len(sent) > 1 else float("nan")
+        # steady phase: a fixed rate, latency created -> sent
+        steady: list[Notification] = []
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        per_tick = max(1, int(args.rate / 20))
+        while loop.time() - t0 < args.steady_seconds:
+            chunk = [note(len(steady) + i) for i in range(per_tick)]
+            await insert_publish(store, broker, chunk)
+            steady += chunk
+            await asyncio.sleep(max(0.0, t0 + len(steady) / args.rate - loop.time()))
+        srows = await wait_sent(db_url, [n.id for n in steady])
+        sampler.cancel()
+        lat = sorted((s - c) * 1000 for c, s in srows)
+        return {
+            "workers": n_workers,
+            "count": args.count,
+            "delivered": len(rows),
+            "drain_s": drain,
+            "per_s": len(rows) / drain if drain else float("nan"),
+            "steady_rate": len(steady) / args.steady_seconds,
+            "p50_ms": statistics.median(lat) if lat else float("nan"),
+            "p99_ms": lat[int(len(lat) * 0.99) - 1] if lat else float("nan"),
+            "rss_mb": max(rss) if rss else float("nan"),
+        }
+    finally:
+        await workers.stop()
+        await broker.close()
+        await store.close()
+        await drop_db(db)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=1500)
+    parser.add_argument("--steady-seconds", type=float, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as keys:
+        async with run_emulator(Path(keys)) as emu:
+            results = [await run_one(args, n, emu.env) for n in args.workers]
+    print(
+        f"{'workers':>7} {'delivered':>9} {'drain s':>8} {'deliv/s':>8} "
+        f"{'steady/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}"
+    )
+    for r in results:
+        print(
+            f"{r['workers']:>7} {r['delivered']:>9} {r['drain_s']:>8.2f} {r['per_s']:>8.0f} "
+            f"{r['steady_rate']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['rss_mb']:>7.1f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,121 @@
+"""The worker process: wires store, broker, providers, consumer, sweeper and side-port.
+
+``serve`` blocks until SIGTERM/SIGINT, then shuts down in order: stop consuming, drain the
+in-flight deliveries (bounded), write their outcomes, ack, and close every resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from notifier.broker import Broker
+from notifier.delivery import Deliverer
+from notifier.logging import configure_logging, get_logger
+from notifier.models import Platform
+from notifier.providers.base import Provider
+from notifier.settings import Settings
+from notifier.store.factory import open_store
+from notifier.sweeper import Sweeper
+from workers.consumer import Consumer
+from workers.http import WorkerState, start_http
+from workers.outcomes import OutcomeBatcher
+
+log = get_logger(__name__)
+
+DRAIN_SECONDS = 25.0
+CONNECT_RETRY_MAX_DELAY = 5.0
+T = TypeVar("T")
+
+
+def make_worker_id() -> str:
+    """``host-pid-random``: unique per process, readable in attempt history."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def serve(settings: Settings, host: str, metrics_port: int, concurrency: int) -> None:
+    """Run a worker until SIGTERM/SIGINT (blocking; owns its event loop)."""
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(run_worker(settings, host, metrics_port, concurrency))
+
+
+async def _until_connected(
+    what: str, stop: asyncio.Event, connect: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Call ``connect()`` until it succeeds (services may start after us); None on stop."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            return await connect()
+        except Exception as exc:  # unreachable or refused: log it and keep trying
+            log.warning("connect_failed", what=what, error=type(exc).__name__, retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, CONNECT_RETRY_MAX_DELAY)
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _providers(settings: Settings) -> AsyncIterator[dict[Platform, Provider]]:
+    from notifier.providers.factory import build_providers
+
+    providers = build_providers(settings)
+    try:
+        yield providers
+    finally:
+        for provider in providers.values():
+            await provider.close()
+
+
+async def run_worker(settings: Settings, host: str, metrics_port: int, concurrency: int) -> None:
+    """The worker's whole life; returns after a clean shutdown on SIGTERM/SIGINT."""
+    worker_id = make_worker_id()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker_starting", worker_id=worker_id, concurrency=concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        store = await _until_connected("store", stop, lambda: open_store(settings))
+        if store is None:
+            return
+        stack.push_async_callback(store.close)
+        log.info("store_connected", kind=store.kind)
+        broker = await _until_connected("broker", stop, lambda: Broker.connect(settings))
+        if broker is None:
+            return
+        stack.push_async_callback(broker.close)
+        log.info("broker_connected", queue=settings.queue)
+        providers = await stack.enter_async_context(_providers(settings))
+        batcher = OutcomeBatcher(store, worker_id)
+        stack.push_async_callback(batcher.close)
+        deliverer = Deliverer(
+            settings=settings,
+            store=store,
+            providers=providers,
+            dead_letters=broker,
+            worker_id=worker_id,
+            complete=batcher.complete,
+        )
+        consumer = Consumer(settings, broker.connection, deliverer, concurrency=concurrency)
+        stack.push_async_callback(consumer.close)
+        sweeper = Sweeper(settings, store, broker)
+        state = WorkerState(worker_id, store, broker, deliverer, consumer, sweeper)
+        runner = await start_http(state, host, metrics_port)
+        stack.push_async_callback(runner.cleanup)
+        await consumer.start()
+        sweep_task = asyncio.create_task(sweeper.run(), name="sweeper")
+        log.info("worker_ready", worker_id=worker_id, metrics_port=metrics_port)
+        await stop.wait()
+        log.info("worker_stopping", inflight=consumer.inflight)
+        sweep_task.cancel()
+        await asyncio.gather(sweep_task, return_exceptions=True)
+        drained = await consumer.stop(DRAIN_SECONDS)
+        log.info("worker_drained", clean=drained, stats=deliverer.stats.processed)
+    log.info("worker_stopped", worker_id=worker_id)
