@@ -1,0 +1,1 @@
+"""Load tools around the product (never imported by it): ``notifier bench`` and locust."""

@@ -1,0 +1,318 @@
+"""``notifier bench``: end-to-end throughput, latency, duplicates and losses on a running stack.
+
+It reads the stack's run folder (ports, PIDs, store), creates an API key of its own (a
+fresh app name, so the store's counts for that app are exactly this run's notifications),
+submits through nginx with a progress bar, optionally SIGKILLs workers on a period, waits
+for every accepted notification to reach a final status, and prints a summary table plus a
+JSON file of the same figures. Bounded: ``--notifications`` and ``--drain-timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emulator.control import EmulatorControl
+from loadtest.accounting import DeliveryReport, account
+from loadtest.driver import (
+    KillLog,
+    SubmitStats,
+    Submitter,
+    final_count,
+    kill_workers,
+    make_payloads,
+    open_count,
+    status_dict,
+)
+from loadtest.resources import ResourceSampler
+from notifier.apikeys import create_key
+from notifier.settings import load_settings
+from notifier.stack.components import StackConfig
+from notifier.stack.lifecycle import records_by_name, scale_workers
+from notifier.stack.processes import check_health, process_of
+from notifier.store.base import NotificationStore
+from notifier.store.factory import open_store
+
+console = Console(stderr=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="notifier bench", description=__doc__.split("\n")[0])
+    p.add_argument("--notifications", type=int, required=True, help="how many to submit")
+    p.add_argument("--workers", type=int, help="scale the stack's workers to W first")
+    p.add_argument("--rate", type=float, help="submit at R notifications/s (default: max)")
+    p.add_argument(
+        "--kill-worker-every", type=float, metavar="S", help="SIGKILL a worker every S s"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="items per request (default 500; with --rate, R/20)"
+    )
+    p.add_argument("--connections", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds (default 180)")
+    p.add_argument("--json", type=Path, help="summary JSON path (default: in the run folder)")
+    p.add_argument("--run-dir", default=".run/stack", help="the stack's run folder")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if not 1 <= args.notifications <= 10_000_000:
+        return "--notifications must be 1..10000000"
+    if args.rate is not None and args.rate <= 0:
+        return "--rate must be > 0"
+    if args.kill_worker_every is not None and args.kill_worker_every < 1:
+        return "--kill-worker-every must be >= 1 second"
+    if args.batch_size is not None and not 1 <= args.batch_size <= 500:
+        return "--batch-size must be 1..500"
+    if args.connections < 1 or args.drain_timeout <= 0:
+        return "--connections and --drain-timeout must be positive"
+    return None
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    if args.batch_size:
+        return int(args.batch_size)
+    if args.rate:
+        return max(1, min(500, int(args.rate / 20)))
+    return 500
+
+
+def _load_stack(run_dir: Path) -> StackConfig:
+    config = StackConfig.load(run_dir)
+    if config is None:
+        raise SystemExit(f"notifier bench: no stack in {run_dir}; run `notifier stack up` first")
+    nginx = records_by_name(config).get("nginx")
+    if nginx is None or process_of(nginx) is None or not check_health(nginx.health_url):
+        raise SystemExit(f"notifier bench: the stack in {run_dir} is not running (nginx)")
+    return config
+
+
+async def _store_counts(store: NotificationStore, app: str) -> dict[str, int]:
+    return status_dict(await store.counts_by_status(app))
+
+
+@dataclass
+class _Run:
+    """One bench run's resources and progress display."""
+
+    args: argparse.Namespace
+    config: StackConfig
+    app: str
+    store: NotificationStore
+    session: aiohttp.ClientSession
+    control: EmulatorControl
+    progress: Progress
+    sampler: ResourceSampler
+    kills: KillLog = field(default_factory=KillLog)
+
+    async def submit(self, key: str, payloads: list[dict[str, Any]]) -> SubmitStats:
+        """Submit everything (killing workers meanwhile when asked); returns what was accepted."""
+        baseline = int((await self.control.summary()).get("unique", 0))
+        task = self.progress.add_task("submit ", total=len(payloads))
+        submitter = Submitter(
+            self.session,
+            self.config.base_url,
+            key,
+            batch_size=_batch_size(self.args),
+            rate=self.args.rate,
+            connections=self.args.connections,
+            on_progress=lambda n: self.progress.advance(task, n),
+        )
+        stop = asyncio.Event()
+        killer = None
+        if self.args.kill_worker_every:
+            say = self.progress.console.print
+            killer = asyncio.create_task(
+                kill_workers(self.config, self.args.kill_worker_every, stop, self.kills, say)
+            )
+        submitting = asyncio.create_task(submitter.run(payloads))
+        while not submitting.done():
+            await asyncio.wait({submitting}, timeout=1.0)
+            self.sampler.sample()
+        stats = submitting.result()
+        if killer is not None:
+            await self._until_pushed(baseline, len(stats.ids))
+            stop.set()
+            await killer
+        return stats
+
+    async def _until_pushed(self, baseline: int, accepted: int) -> None:
+        """Keep killing while work is in flight: until every accepted id was pushed once."""
+        deadline = time.monotonic() + self.args.drain_timeout
+        while time.monotonic() < deadline:
+            summary = await self.control.summary()
+            if int(summary.get("unique", 0)) - baseline >= accepted:
+                return
+            await asyncio.sleep(0.5)
+            self.sampler.sample()
+
+    async def drain(self, accepted: int) -> dict[str, int]:
+        """Wait until every accepted notification of the app is final, or the timeout."""
+        task = self.progress.add_task("drain  ", total=max(1, accepted))
+        deadline = time.monotonic() + self.args.drain_timeout
+        counts = await _store_counts(self.store, self.app)
+        while time.monotonic() < deadline:
+            self.progress.update(task, completed=min(accepted, final_count(counts)))
+            if open_count(counts) == 0 and sum(counts.values()) >= accepted:
+                break
+            await asyncio.sleep(0.5)
+            self.sampler.sample()
+            counts = await _store_counts(self.store, self.app)
+        return counts
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, TimeElapsedColumn(), console=console)
+
+
+async def run_bench(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
+    if args.workers is not None and args.workers != config.workers:
+        config = await asyncio.to_thread(scale_workers, config, args.workers, console.print)
+    settings = load_settings({}, store_url=config.store_url, amqp_url=config.amqp_url)
+    app = f"bench-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    key = await create_key(settings, app)
+    store = await open_store(settings, setup=False)
+    payloads = make_payloads(args.notifications)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            EmulatorControl(config.emulator_url, config.ca_file, timeout=60) as control,
+        ):
+            sampler = ResourceSampler(config.pids_dir)
+            with _progress() as progress:
+                run = _Run(args, config, app, store, session, control, progress, sampler)
+                stats = await run.submit(key, payloads)
+                counts = await run.drain(len(stats.ids))
+            deliveries = await control.deliveries()
+        report = account(stats.ids, deliveries, counts)
+        return _summary(args, config, app, stats, report, run.kills, sampler.summary())
+    finally:
+        await store.close()
+
+
+def _summary(
+    args: argparse.Namespace,
+    config: StackConfig,
+    app: str,
+    stats: SubmitStats,
+    report: DeliveryReport,
+    kills: KillLog,
+    resources: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    delivered_per_s = report.received / report.delivery_seconds if report.received else 0.0
+    return {
+        "command": "notifier bench " + " ".join(args.argv),
+        "notifications": args.notifications,
+        "workers": config.workers,
+        "store": config.store_url.split("://")[0],
+        "app": app,
+        "rate": args.rate,
+        "batch_size": _batch_size(args),
+        "submit": {
+            "accepted": len(stats.ids),
+            "rejected": stats.rejected,
+            "errors": stats.errors,
+            "retries": stats.retries,
+            "seconds": round(stats.seconds, 3),
+            "accepted_per_s": round(len(stats.ids) / stats.seconds, 1),
+            "examples": stats.examples,
+        },
+        "delivery": report.to_dict(),
+        "delivered_per_s": round(delivered_per_s, 1),
+        "kills": kills.kills,
+        "resources": resources,
+        "pipeline_cpu_ms_per_notification": _cpu_per_notification(resources, report.accepted),
+        "lost": report.lost,
+        "duplicates": report.duplicates,
+    }
+
+
+def _cpu_per_notification(resources: dict[str, dict[str, float]], accepted: int) -> float:
+    """CPU milliseconds the pipeline (every component, services included) spent per notification.
+
+    RabbitMQ and PostgreSQL are shared: whatever else used them during the run counts too.
+    """
+    not_pipeline = {"bench", "other processes", "machine"}
+    cpu = sum(u["cpu_seconds"] for name, u in resources.items() if name not in not_pipeline)
+    return round(1000.0 * cpu / accepted, 2) if accepted else 0.0
+
+
+def _table(summary: dict[str, Any]) -> Table:
+    d, s, lat = summary["delivery"], summary["submit"], summary["delivery"]["latency"]
+    table = Table(
+        title=f"notifier bench: {summary['notifications']} notifications, "
+        f"{summary['workers']} workers ({summary['store']})"
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("accepted", f"{s['accepted']} ({s['rejected']} refused, {s['errors']} errors)"),
+        ("accepted/s", f"{s['accepted_per_s']:.0f}"),
+        ("delivered/s", f"{summary['delivered_per_s']:.0f}"),
+        ("sent / failed", f"{d['sent']} / {d['failed']}"),
+        ("created->received p50", f"{lat['p50_ms']:.1f} ms"),
+        ("created->received p95", f"{lat['p95_ms']:.1f} ms"),
+        ("created->received p99", f"{lat['p99_ms']:.1f} ms"),
+        ("duplicates", str(summary["duplicates"])),
+        ("lost", str(summary["lost"])),
+        ("workers killed", str(len(summary["kills"]))),
+        ("pipeline CPU per notification", f"{summary['pipeline_cpu_ms_per_notification']} ms"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    machine = summary["resources"].get("machine", {})
+    if machine:
+        table.add_row("machine load (1 min)", f"{machine['load_start']} -> {machine['load_end']}")
+    for name, usage in summary["resources"].items():
+        table.add_row(
+            f"{name} CPU / RSS", f"{usage['cpu_percent']:.0f}% / {usage['rss_mb']:.0f} MB"
+        )
+    cores = int(machine.get("cores", 1)) if machine else 1
+    table.caption = f"CPU: share of one core over the run ({cores} cores = {100 * cores}%)"
+    return table
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN (no sample) becomes null, so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    args.argv = list(argv)
+    problem = _check_args(args)
+    if problem:
+        print(f"notifier bench: {problem}", file=sys.stderr)
+        return 2
+    try:
+        config = _load_stack(Path(args.run_dir).resolve())
+        summary = asyncio.run(run_bench(args, config))
+    except KeyboardInterrupt:
+        return 130
+    console.print(_table(summary))
+    path = args.json or Path(args.run_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(summary), indent=1, default=str))
+    console.print(f"summary JSON: {path}")
+    no_kills = not summary["kills"]
+    ok = summary["lost"] == 0 and (summary["duplicates"] == 0 or not no_kills)
+    return 0 if ok else 1
