@@ -7,7 +7,7 @@ from aiohttp import web
 from api import routes_devices, routes_notifications, routes_ops
 from api.auth import KeyAuthenticator
 from api.keys import AUTH, LIMITER, LINK, SETTINGS, STORE, WRITER
-from api.middleware import auth_middleware, error_middleware, metrics_middleware
+from api.middleware import auth_middleware, edge_middleware
 from api.ratelimit import RateLimiter
 from api.schemas import MAX_BODY_BYTES
 from api.writer import BrokerLink, Writer
@@ -26,7 +26,7 @@ def build_app(
     """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[edge_middleware, auth_middleware],
         handler_args={"max_field_size": 8190},
     )
     link = BrokerLink(settings, broker)

@@ -1,4 +1,4 @@
-"""Middlewares: request metrics by route template, errors as problem+json, key auth + rate limit."""
+"""Middlewares: errors as problem+json, request metrics by route template, key auth + limit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import Counter, Histogram
 
 from api.auth import bearer_key
 from api.keys import APP_NAME, AUTH, LIMITER
@@ -26,22 +27,43 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+class _RequestMetrics:
+    """The request counter and histogram children, looked up once per label set."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, int], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((route, method, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(route, method, str(status))
+            self._counters[(route, method, status)] = counter
+        counter.inc()
+        duration = self._durations.get((route, method))
+        if duration is None:
+            duration = self._durations[(route, method)] = HTTP_DURATION.labels(route, method)
+        duration.observe(seconds)
+
+
+_metrics = _RequestMetrics()
+
+
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outer layer: every error becomes problem+json; every answer is counted and timed."""
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        response = await _answer_errors(request, handler)
         status = response.status
         return response
     finally:
         route = route_template(request)
-        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        HTTP_DURATION.labels(route, request.method).observe(time.perf_counter() - started)
+        _metrics.observe(route, request.method, status, time.perf_counter() - started)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as problem:

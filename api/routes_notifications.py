@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -108,8 +109,9 @@ async def _plan(
 
 
 def _count_accepted(docs: Sequence[Notification]) -> None:
-    for d in docs:
-        ACCEPTED.labels(d.target.platform.value, d.priority.value).inc()
+    counts = Counter((d.target.platform.value, d.priority.value) for d in docs)
+    for (platform, priority), count in counts.items():
+        ACCEPTED.labels(platform, priority).inc(count)
 
 
 async def create_notification(request: web.Request) -> web.Response:

@@ -1,8 +1,10 @@
 """The write path: insert (durable), publish the pending ids with confirms, then answer.
 
-Concurrent requests of one process are grouped: while a round (one ``insert_many`` and one
-``publish``) is in flight, later requests queue and go together in the next round, so under
-load the store and the broker see few large calls instead of many small ones. A request is
+Concurrent requests of one process are grouped: requests that reach the writer in the same
+event-loop turn start one round together (one ``insert_many``, then one ``publish``), and
+while a round's insert is in flight later requests queue for the next one, so under load the
+store and the broker see few large calls instead of many small ones. A lone request starts
+its round on the next loop turn; at low rates grouping adds no wait. A request is
 answered only after its round's insert committed and its publish was confirmed (or failed:
 the document then stays unpublished and the worker's sweeper publishes it).
 ``published_at`` is recorded in the background, in bulk.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,38 +90,52 @@ class _Request:
 
 
 class Writer:
-    """Groups concurrent writes into rounds of one insert and one publish each."""
+    """Groups concurrent writes into rounds of one insert and one publish each.
+
+    One round inserts at a time (the requests that queued meanwhile form the next round,
+    which starts as soon as the insert ends); up to ``MAX_ROUNDS_IN_FLIGHT`` rounds wait
+    for their publish confirms at once.
+    """
 
     def __init__(self, store: NotificationStore, link: BrokerLink) -> None:
         self._store = store
         self._link = link
-        self._queue: list[_Request] = []
+        self._queue: deque[_Request] = deque()
         self._rounds = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._published: list[str] = []
         self._marker: asyncio.Task[None] | None = None
+        self._kick_scheduled = False
+        self._inserting = False
 
     async def write(self, notifications: list[Notification]) -> list[InsertResult]:
         """Store durably and publish; results in input order (see ``insert_many``)."""
         request = _Request(notifications)
         self._queue.append(request)
-        self._kick()
+        if not self._kick_scheduled:
+            # Not at once: the other handlers woken by the same socket reads run first and
+            # join this round (one loop turn, no timer).
+            self._kick_scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
         return await request.future
 
     def _kick(self) -> None:
-        while self._queue and self._rounds < MAX_ROUNDS_IN_FLIGHT:
-            batch: list[_Request] = []
-            size = 0
-            while self._queue and (
-                not batch or size + len(self._queue[0].notifications) <= MAX_ROUND_SIZE
-            ):
-                request = self._queue.pop(0)
-                batch.append(request)
-                size += len(request.notifications)
-            self._rounds += 1
-            task = asyncio.create_task(self._round(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._round_done)
+        self._kick_scheduled = False
+        if self._inserting or not self._queue or self._rounds >= MAX_ROUNDS_IN_FLIGHT:
+            return
+        batch: list[_Request] = []
+        size = 0
+        while self._queue and (
+            not batch or size + len(self._queue[0].notifications) <= MAX_ROUND_SIZE
+        ):
+            request = self._queue.popleft()
+            batch.append(request)
+            size += len(request.notifications)
+        self._rounds += 1
+        self._inserting = True
+        task = asyncio.create_task(self._round(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._round_done)
 
     def _round_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -136,6 +153,9 @@ class Writer:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
+        finally:  # the next round inserts while this one publishes
+            self._inserting = False
+            self._kick()
         pending = [
             r.notification.id
             for r in results
@@ -177,7 +197,8 @@ class Writer:
 
     async def close(self) -> None:
         """Finish the rounds in flight and record what they published."""
-        while self._tasks:
+        while self._tasks or self._queue:
+            self._kick()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._marker is not None:
             self._marker.cancel()

@@ -1,8 +1,10 @@
 """RabbitMQ: the durable work queue that carries wake-ups (notification ids), via aio-pika.
 
 The queue is a durable quorum queue; messages are persistent and every publish waits for
-the broker's confirm. Dead letters (exhausted retries, poison messages) go through the
-``notifier.dlx`` exchange to ``<queue>.dead``, where ``notifier dlq`` reads and replays them.
+the broker's confirm. A work message carries up to :data:`IDS_PER_MESSAGE` ids as
+``{"ids": [...]}`` (the older one-id form ``{"id": ...}`` is still read). Dead letters
+(exhausted retries, poison messages) go through the ``notifier.dlx`` exchange to
+``<queue>.dead``, where ``notifier dlq`` reads and replays them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from notifier.settings import Settings
 DLX_EXCHANGE = "notifier.dlx"
 DELIVERY_LIMIT = 20  # a message redelivered this often is poison: dead-letter it
 PUBLISH_TIMEOUT_SECONDS = 10.0
+IDS_PER_MESSAGE = 50  # ids packed into one work message
 
 
 class BrokerUnavailable(Exception):
@@ -27,19 +30,34 @@ class BrokerUnavailable(Exception):
 
 
 def encode(notification_id: str, **extra: Any) -> bytes:
+    """A one-id body (dead letters carry their ``reason`` beside the id)."""
     return orjson.dumps({"id": notification_id, **extra})
 
 
-def decode(body: bytes) -> str | None:
-    """The notification id carried by a message body, or None for garbage."""
+def encode_ids(ids: Sequence[str]) -> bytes:
+    """A work message body carrying several ids."""
+    return orjson.dumps({"ids": list(ids)})
+
+
+def decode(body: bytes) -> list[str] | None:
+    """The notification ids a message body carries (distinct, in order), or None for garbage.
+
+    Reads ``{"ids": [...]}`` (non-empty, every item a non-empty string) and ``{"id": ...}``.
+    """
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(value, dict):
-        nid = value.get("id")
-        if isinstance(nid, str) and nid:
-            return nid
+    if not isinstance(value, dict):
+        return None
+    if "ids" in value:
+        ids = value["ids"]
+        if isinstance(ids, list) and ids and all(isinstance(i, str) and i for i in ids):
+            return list(dict.fromkeys(ids))
+        return None
+    nid = value.get("id")
+    if isinstance(nid, str) and nid:
+        return [nid]
     return None
 
 
@@ -97,8 +115,9 @@ class Broker:
         )
         await exchange.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS)
 
-    async def publish(self, ids: Sequence[str]) -> None:
-        """Publish each id to the work queue and wait for every confirm.
+    async def publish(self, ids: Sequence[str], *, per_message: int = IDS_PER_MESSAGE) -> None:
+        """Publish the ids to the work queue, ``per_message`` to a message; wait for every
+        confirm.
 
         Raises :class:`BrokerUnavailable` if any publish is not confirmed; the caller leaves
         those documents unpublished and the sweeper publishes them later.
@@ -107,9 +126,10 @@ class Broker:
             return
         channel = self._require_channel()
         exchange = channel.default_exchange
+        chunks = [ids[i : i + per_message] for i in range(0, len(ids), max(1, per_message))]
         try:
             await asyncio.gather(
-                *(self._publish(exchange, self.settings.queue, encode(i), i) for i in ids)
+                *(self._publish(exchange, self.settings.queue, encode_ids(c), c[0]) for c in chunks)
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc

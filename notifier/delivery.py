@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 from tenacity import (
@@ -31,7 +31,7 @@ from notifier.models import AttemptOutcome, LastError, Notification, Platform, S
 from notifier.providers.base import Provider, PushOutcome, PushResult
 from notifier.retry import next_attempt_at
 from notifier.settings import Settings
-from notifier.store.base import NotificationStore, Outcome, StoreUnavailable
+from notifier.store.base import ClaimResult, NotificationStore, Outcome, StoreUnavailable
 
 log = get_logger(__name__)
 
@@ -59,6 +59,22 @@ class DeadLetters(Protocol):
 
 
 CompleteFn = Callable[[str, Outcome], Awaitable[bool]]
+ClaimFn = Callable[[Sequence[str]], Awaitable[dict[str, ClaimResult]]]
+_M = TypeVar("_M")
+
+
+class _Children(Generic[_M]):
+    """A metric's children by label values, looked up once (``labels()`` is not free)."""
+
+    def __init__(self, metric: Callable[..., _M]) -> None:
+        self._labels = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._labels(*values)
+        return child
 
 
 @dataclass(slots=True)
@@ -108,7 +124,7 @@ _RESULT_BY_STATUS = {
 
 
 class Deliverer:
-    """Runs deliveries for one worker; safe to call :meth:`deliver` from many tasks."""
+    """Runs deliveries for one worker; safe to call :meth:`deliver_many` from many tasks."""
 
     def __init__(
         self,
@@ -119,6 +135,7 @@ class Deliverer:
         dead_letters: DeadLetters,
         worker_id: str,
         complete: CompleteFn | None = None,
+        claim: ClaimFn | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -128,49 +145,77 @@ class Deliverer:
         self.worker_id = worker_id
         self.stats = DeliveryStats()
         self._complete = complete or self._complete_direct
+        self._claim = claim or self._claim_direct
         self._rng = rng
         # A provider call never outlives this, whatever the client's own timeouts do.
         self._push_timeout = settings.provider_timeout_seconds * 2 + 5
+        self._claims = _Children(metrics.CLAIMS.labels)
+        self._suppressed = _Children(metrics.DUPLICATES_SUPPRESSED.labels)
+        self._claim_latency = _Children(metrics.CLAIM_LATENCY.labels)
+        self._provider_duration = _Children(metrics.PROVIDER_DURATION.labels)
+        self._deliveries = _Children(metrics.DELIVERIES.labels)
+        self._delivery_latency = _Children(metrics.DELIVERY_LATENCY.labels)
+        self._retries = _Children(metrics.RETRIES_SCHEDULED.labels)
 
     async def _complete_direct(self, notification_id: str, outcome: Outcome) -> bool:
         return await self.store.complete(notification_id, self.worker_id, outcome)
 
-    async def deliver(self, notification_id: str) -> DeliveryResult:
-        """Claim, push and record one notification. The caller acks afterwards.
+    async def _claim_direct(self, ids: Sequence[str]) -> dict[str, ClaimResult]:
+        return await self.store.claim_many(
+            ids, self.worker_id, utcnow(), self.settings.lock_seconds
+        )
 
-        Raises :class:`StoreUnavailable` when the claim or the outcome write cannot reach
-        the store: the caller must not ack (the message is redelivered, or the lock expires
-        and the sweeper recovers the notification).
-        """
-        with structlog.contextvars.bound_contextvars(notification_id=notification_id):
-            result = await self._deliver(notification_id)
-        self.stats.count(result)
+    async def deliver(self, notification_id: str) -> DeliveryResult:
+        """:meth:`deliver_many` for one id."""
+        (result,) = await self.deliver_many([notification_id])
         return result
 
-    async def _deliver(self, notification_id: str) -> DeliveryResult:
-        now = utcnow()
+    async def deliver_many(self, ids: Sequence[str]) -> list[DeliveryResult]:
+        """Claim the ids in one go, push the won ones concurrently, record every outcome.
+
+        Returns (results in input order) only once every outcome is durable: the caller acks
+        afterwards. Raises :class:`StoreUnavailable` when the claim or an outcome write
+        cannot reach the store (after the other deliveries finished): the caller must not
+        ack (the message is redelivered, and its redelivery re-claims only what is still
+        open; a notification we hold stays locked until the sweeper recovers it).
+        """
         try:
-            claim = await self.store.claim(
-                notification_id, self.worker_id, now, self.settings.lock_seconds
-            )
+            claims = await self._claim(ids)
         except StoreUnavailable:
             metrics.STORE_ERRORS.labels("claim").inc()
             raise
-        if claim.notification is None:
+        if len(ids) == 1:
+            outcomes: list[DeliveryResult | BaseException] = [await self._run(claims[ids[0]])]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._run(claims[i]) for i in ids), return_exceptions=True
+            )
+        results: list[DeliveryResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            self.stats.count(outcome)
+            results.append(outcome)
+        return results
+
+    async def _run(self, claim: ClaimResult) -> DeliveryResult:
+        notification = claim.notification
+        if notification is None:
             reason = claim.miss.value if claim.miss else "unknown"
-            metrics.CLAIMS.labels("lost").inc()
-            metrics.DUPLICATES_SUPPRESSED.labels(reason).inc()
+            self._claims("lost").inc()
+            self._suppressed(reason).inc()
             log.debug("claim_missed", reason=reason)
             return DeliveryResult.DUPLICATE
-        notification = claim.notification
+        now = notification.locked_at or utcnow()  # the claim's time
         provider = notification.target.platform.value
-        metrics.CLAIMS.labels("won").inc()
-        metrics.CLAIM_LATENCY.labels(provider).observe(_seconds(notification.created_at, now))
+        self._claims("won").inc()
+        self._claim_latency(provider).observe(_seconds(notification.created_at, now))
         metrics.INFLIGHT.inc()
         self.stats.inflight += 1
         try:
-            decision = await self._attempt(notification, now)
-            return await self._finish(notification, decision)
+            with structlog.contextvars.bound_contextvars(notification_id=notification.id):
+                decision = await self._attempt(notification, now)
+                return await self._finish(notification, decision)
         finally:
             metrics.INFLIGHT.dec()
             self.stats.inflight -= 1
@@ -204,7 +249,7 @@ class Deliverer:
             result = PushResult(
                 PushOutcome.RETRY, code="provider_error", message=type(exc).__name__
             )
-        metrics.PROVIDER_DURATION.labels(platform.value).observe(loop.time() - started)
+        self._provider_duration(platform.value).observe(loop.time() - started)
         log.debug(
             "provider_answered",
             provider=platform.value,
@@ -268,18 +313,18 @@ class Deliverer:
         outcome = decision.outcome
         provider = n.target.platform.value
         if not await self._write_outcome(n.id, outcome):
-            metrics.CLAIMS.labels("lease_lost").inc()
+            self._claims("lease_lost").inc()
             log.warning("lock_lost_before_outcome", status=outcome.status.value)
             return DeliveryResult.LOCK_LOST
-        metrics.DELIVERIES.labels(provider, decision.metric_outcome).inc()
+        self._deliveries(provider, decision.metric_outcome).inc()
         if outcome.status is Status.SENT:
-            metrics.DELIVERY_LATENCY.labels(provider).observe(
-                _seconds(n.created_at, outcome.finished_at)
-            )
+            self._delivery_latency(provider).observe(_seconds(n.created_at, outcome.finished_at))
         elif outcome.status is Status.RETRYING:
-            metrics.RETRIES_SCHEDULED.labels(provider).inc()
-        # successes are counted by metrics; logging each one would cost more than the push
-        log_event = log.debug if outcome.status is Status.SENT else log.info
+            self._retries(provider).inc()
+        # sent and retrying are counted by metrics (and kept in the history); logging each
+        # would cost more than the push. Final failures stay visible at info.
+        final_failure = outcome.status in (Status.FAILED, Status.EXPIRED)
+        log_event = log.info if final_failure else log.debug
         log_event(
             "delivery_finished",
             status=outcome.status.value,
@@ -297,6 +342,12 @@ class Deliverer:
     async def _write_outcome(self, notification_id: str, outcome: Outcome) -> bool:
         # Any failure is retried, not only StoreUnavailable: a transient database error
         # (a deadlock with a concurrent multi-row update, say) must not strand the lock.
+        # The first try goes without the retry machinery (it costs more than the write).
+        try:
+            return await self._complete(notification_id, outcome)
+        except Exception as exc:
+            metrics.STORE_ERRORS.labels("complete").inc()
+            log.warning("outcome_write_failed", error=type(exc).__name__)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             stop=stop_after_delay(COMPLETE_RETRY_SECONDS),

@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--clients", type=int, default=2, help="load-generating processes")
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         singles, batches = asyncio.run(_measure(args, Path(tmp)))
     med = {k: statistics.median(s[k] for s in singles) for k in singles[0]}
@@ -304,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         f"API CPU per unit      : {med['api_cpu_ms_per_req']:.2f} ms per single POST, "
         f"{batch_cpu:.3f} ms per batched notification (both replicas, user + system)"
     )
-    print(f"load average at end  : {os.getloadavg()[0]:.1f} (1 min)")
+    print(
+        f"load average (1 min)  : {load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+        "(the machine is shared: other load inflates latency and CPU per request)"
+    )
     return 0
 
 

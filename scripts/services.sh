@@ -4,7 +4,7 @@
 # each answers, and reuses what already runs. Also installs nginx and Prometheus, which
 # the tests and `notifier stack` start themselves with the repo's configs.
 #
-#   scripts/services.sh up|down|status|install
+#   scripts/services.sh up|down|status|install|vhost-add NAME|vhost-delete NAME
 #
 # Connection URLs (defaults the tests use):
 #   postgresql://notifier:notifier@127.0.0.1:5432/notifier
@@ -73,7 +73,6 @@ rabbit_down() {
 
 # -- PostgreSQL -------------------------------------------------------------------------
 pg_cluster() { pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1" "$2}'; }
-pg_psql() { $SUDO -u postgres psql -X -q -h 127.0.0.1 -p 5432 "$@" 2>/dev/null || runuser -u postgres -- psql -X -q "$@"; }
 pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
 
 pg_up() {
@@ -123,10 +122,20 @@ status() {
     if pg_ready; then echo "postgresql up    postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"; else echo "postgresql down"; fi
 }
 
+# A vhost of its own per test session: deleting it at the end deletes every queue the
+# session declared (quorum queues are Ra clusters; thousands of leftovers weigh on a broker).
+vhost_add() {
+    rabbit_ctl -q add_vhost "$1" >/dev/null
+    rabbit_ctl -q set_permissions -p "$1" guest '.*' '.*' '.*' >/dev/null
+}
+vhost_delete() { rabbit_ctl -q delete_vhost "$1" >/dev/null 2>&1 || true; }
+
 case "${1:-up}" in
     install) install ;;
+    vhost-add) vhost_add "$2" ;;
+    vhost-delete) vhost_delete "$2" ;;
     up) install; rabbit_up; pg_up ;;
     down) rabbit_down; pg_down ;;
     status) status ;;
-    *) echo "usage: $0 up|down|status|install" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|install|vhost-add NAME|vhost-delete NAME" >&2; exit 2 ;;
 esac

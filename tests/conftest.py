@@ -1,6 +1,7 @@
 """Shared fixtures: the real services (RabbitMQ, PostgreSQL) started by scripts/services.sh.
 
-Every test run gets its own PostgreSQL databases and its own queue names, so runs and
+Every test run gets its own PostgreSQL databases and its own RabbitMQ vhost (deleted at the
+end, with every queue the run declared), and each test its own queue names, so runs and
 tests never see each other's data. Nothing here mocks the broker or the store.
 """
 
@@ -23,7 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "NOTIFIER_TEST_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
 )
-AMQP_URL = os.environ.get("NOTIFIER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SERVICES = str(ROOT / "scripts/services.sh")
+# A vhost of this session's own, unless the caller points the tests at a broker of theirs.
+TEST_VHOST = (
+    None
+    if "NOTIFIER_TEST_AMQP_URL" in os.environ
+    else (f"notifier-test-{os.getpid()}-{secrets.token_hex(3)}")
+)
+AMQP_URL = os.environ.get(
+    "NOTIFIER_TEST_AMQP_URL", f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}"
+)
 MONGODB_URL = os.environ.get("NOTIFIER_TEST_MONGODB_URL")
 
 
@@ -32,14 +42,23 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Make sure RabbitMQ and PostgreSQL answer (start them if not); create the test vhost."""
+    status = subprocess.run([SERVICES, "status"], capture_output=True, text=True, check=False)
+    if "down" in status.stdout:
+        subprocess.run([SERVICES, "up"], check=True)
+    if TEST_VHOST is not None:
+        subprocess.run([SERVICES, "vhost-add", TEST_VHOST], check=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if TEST_VHOST is not None:
+        subprocess.run([SERVICES, "vhost-delete", TEST_VHOST], check=False)
+
+
 @pytest.fixture(scope="session")
 def services() -> None:
-    """Make sure RabbitMQ and PostgreSQL answer; start them with the project's script if not."""
-    status = subprocess.run(
-        [str(ROOT / "scripts/services.sh"), "status"], capture_output=True, text=True, check=False
-    )
-    if "down" in status.stdout:
-        subprocess.run([str(ROOT / "scripts/services.sh"), "up"], check=True)
+    """RabbitMQ and PostgreSQL answer (ensured at session start)."""
 
 
 async def _create_database() -> str:

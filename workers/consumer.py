@@ -1,18 +1,24 @@
 """The consumer loop: broker messages in, deliveries out, acks after durable outcomes.
 
-Concurrency maps to consumers: ``ceil(concurrency / NOTIFIER_PREFETCH)`` channels on the
-worker's one robust connection, each consuming the work queue with ``prefetch`` unacked
-messages, so at most about ``concurrency`` deliveries run at once and no consumer hoards
-more than the design's prefetch. Each message is handled in a task this class owns (not
-the channel's), so a broker disconnect never cancels a push half-way: the delivery still
-writes its outcome, and only the ack is lost (the redelivery then finds the document
-final and is dropped as a duplicate).
+A message carries one or more ids (``notifier.broker``). ``concurrency`` bounds the
+notifications a worker has claimed and not yet finished: a message takes one slot per id
+(at most ``concurrency``; a bigger message is delivered in parts) before it claims its ids
+in one ``claim_many``, and gives them back once their outcomes are durable (its ack follows).
+Messages are fetched on ``ceil(concurrency / NOTIFIER_PREFETCH)`` channels of the worker's
+one robust connection, each with ``prefetch`` unacked messages; a message waiting for slots
+has claimed nothing, so after a crash it simply comes back. Each message is handled in a
+task this class owns (not the channel's), so a broker disconnect never cancels a push
+half-way: the outcomes are still written, and only the ack is lost (the redelivery then finds
+the documents final and drops them as duplicates).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -38,6 +44,51 @@ STORE_RETRY_MAX_DELAY = 2.0
 SETTLE_TIMEOUT_SECONDS = 5.0
 
 
+class Slots:
+    """A first-come first-served semaphore whose holders take several units at once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.free = capacity
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        n = max(1, min(n, self.capacity))
+        await self._acquire(n)
+        try:
+            yield
+        finally:
+            self._release(n)
+
+    async def _acquire(self, n: int) -> None:
+        if not self._waiters and self.free >= n:
+            self.free -= n
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, future)
+        self._waiters.append(entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release(n)  # granted just as we were cancelled: give it back
+            else:
+                self._waiters.remove(entry)
+                self._wake()  # a smaller request behind us may fit now
+            raise
+
+    def _release(self, n: int) -> None:
+        self.free += n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self.free:
+            n, future = self._waiters.popleft()
+            self.free -= n
+            future.set_result(None)
+
+
 class Consumer:
     """Consumes the work queue on several channels and runs one task per message."""
 
@@ -56,6 +107,7 @@ class Consumer:
         self.prefetch = max(1, math.ceil(concurrency / self.channel_count))
         self._channels: list[AbstractChannel] = []
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
+        self._slots = Slots(max(1, concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -84,6 +136,12 @@ class Consumer:
 
     @property
     def inflight(self) -> int:
+        """Notifications being delivered (claimed or being claimed, not yet settled)."""
+        return self._slots.capacity - self._slots.free
+
+    @property
+    def messages(self) -> int:
+        """Messages taken from the broker and not yet settled (some wait for slots)."""
         return len(self._tasks)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -95,36 +153,44 @@ class Consumer:
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         metrics.MESSAGES_CONSUMED.inc()
-        notification_id = decode(message.body)
-        if notification_id is None:
+        ids = decode(message.body)
+        if ids is None:
             metrics.DEAD_LETTERED.labels("garbage").inc()
             log.warning("garbage_message", size=len(message.body))
             await self._settle(message, "reject")
             return
-        try:
-            await self._deliver(notification_id)
-        except StoreUnavailable:
-            log.warning("store_unavailable_requeue", notification_id=notification_id)
-            await self._settle(message, "nack")
-            return
-        except Exception:  # a bug: requeue (the delivery limit dead-letters a poison one)
-            log.exception("delivery_crashed", notification_id=notification_id)
+        how = "ack"
+        step = self._slots.capacity
+        for start in range(0, len(ids), step):
+            part = ids[start : start + step]
+            async with self._slots.hold(len(part)):
+                if self._stopping:
+                    return  # this part claimed nothing: left unacked, the broker requeues it
+                how = await self._deliver(part)
+            if how != "ack":
+                break
+        if how == "crashed":  # a bug: requeue (the delivery limit dead-letters a poison one)
             await asyncio.sleep(1.0)
-            await self._settle(message, "nack")
-            return
-        await self._settle(message, "ack")
+            how = "nack"
+        await self._settle(message, how)
 
-    async def _deliver(self, notification_id: str) -> None:
+    async def _deliver(self, ids: Sequence[str]) -> str:
+        """Deliver ``ids``; how to settle their message: ``ack``, ``nack`` or ``crashed``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STORE_HOLD_SECONDS
         delay = 0.1
         while True:
             try:
-                await self.deliverer.deliver(notification_id)
-                return
+                # a retry re-claims every id: those finished meanwhile are dropped as final
+                await self.deliverer.deliver_many(ids)
+                return "ack"
             except StoreUnavailable:
                 if self._stopping or loop.time() + delay > deadline:
-                    raise
+                    log.warning("store_unavailable_requeue", count=len(ids))
+                    return "nack"
+            except Exception:
+                log.exception("delivery_crashed", count=len(ids))
+                return "crashed"
             await asyncio.sleep(delay)
             delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
 
@@ -156,7 +222,7 @@ class Consumer:
                 log.warning("consumer_cancel_failed", error=type(exc).__name__)
         if not self._tasks:
             return True
-        log.info("draining", inflight=len(self._tasks))
+        log.info("draining", messages=len(self._tasks), inflight=self.inflight)
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in pending:
             task.cancel()

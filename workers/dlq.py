@@ -4,8 +4,9 @@
 ack, then every one is requeued) and prints each id with its reason and the stored
 notification's ``last_error``. ``replay`` resets each failed/expired notification to
 ``pending`` (attempts and history kept, see ``NotificationStore.reopen``), republishes it,
-and only then removes its message from the dead-letter queue. Unreadable (garbage)
-messages are left in place and counted.
+and only then removes its message from the dead-letter queue. A work message the broker
+dead-lettered may carry several ids: each is listed, and all are replayed before it is
+removed. Unreadable (garbage) messages are left in place and counted.
 """
 
 from __future__ import annotations
@@ -89,14 +90,18 @@ def _reason(message: AbstractIncomingMessage) -> str:
     return f"broker:{death}" if isinstance(death, str) and death else "unknown"
 
 
-async def _entry(message: AbstractIncomingMessage, store: NotificationStore) -> DeadEntry:
-    notification_id = decode(message.body)
-    if notification_id is None:
-        return DeadEntry(None, _reason(message), None, None)
-    stored = await store.get(notification_id)
-    error = stored.last_error.to_dict() if stored and stored.last_error else None
-    status = stored.status.value if stored else None
-    return DeadEntry(notification_id, _reason(message), error, status)
+async def _entries(message: AbstractIncomingMessage, store: NotificationStore) -> list[DeadEntry]:
+    ids = decode(message.body)
+    reason = _reason(message)
+    if ids is None:
+        return [DeadEntry(None, reason, None, None)]
+    entries = []
+    for notification_id in ids:
+        stored = await store.get(notification_id)
+        error = stored.last_error.to_dict() if stored and stored.last_error else None
+        status = stored.status.value if stored else None
+        entries.append(DeadEntry(notification_id, reason, error, status))
+    return entries
 
 
 async def _get(queue: AbstractQueue) -> AbstractIncomingMessage | None:
@@ -111,8 +116,8 @@ async def _list(queue: AbstractQueue, store: NotificationStore, limit: int, as_j
             if message is None:
                 break
             held.append(message)
-            entry = await _entry(message, store)
-            print(_format(entry, as_json))
+            for entry in await _entries(message, store):
+                print(_format(entry, as_json))
     finally:
         for message in held:  # nothing is consumed by a list
             await message.nack(requeue=True)
@@ -145,15 +150,16 @@ async def _replay(
             message = await _get(queue)
             if message is None:
                 break
-            notification_id = decode(message.body)
-            if notification_id is None:
+            ids = decode(message.body)
+            if ids is None:
                 kept.append(message)
                 continue
-            action = await _replay_one(notification_id, store, broker)
-            print(f"{action}\t{notification_id}")
+            for notification_id in ids:
+                action = await _replay_one(notification_id, store, broker)
+                print(f"{action}\t{notification_id}")
+                replayed += action in ("replayed", "republished")
+                dropped += action not in ("replayed", "republished")
             await message.ack()
-            replayed += action in ("replayed", "republished")
-            dropped += action not in ("replayed", "republished")
     finally:
         for message in kept:
             await message.nack(requeue=True)

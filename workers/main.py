@@ -23,6 +23,7 @@ from notifier.providers.base import Provider
 from notifier.settings import Settings
 from notifier.store.factory import open_store
 from notifier.sweeper import Sweeper
+from workers.claims import ClaimBatcher
 from workers.consumer import Consumer
 from workers.http import WorkerState, start_http
 from workers.outcomes import OutcomeBatcher
@@ -95,6 +96,8 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         providers = await stack.enter_async_context(_providers(settings))
         batcher = OutcomeBatcher(store, worker_id)
         stack.push_async_callback(batcher.close)
+        claims = ClaimBatcher(store, worker_id, settings.lock_seconds)
+        stack.push_async_callback(claims.close)
         deliverer = Deliverer(
             settings=settings,
             store=store,
@@ -102,6 +105,7 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
             dead_letters=broker,
             worker_id=worker_id,
             complete=batcher.complete,
+            claim=claims.claim,
         )
         consumer = Consumer(settings, broker.connection, deliverer, concurrency=concurrency)
         stack.push_async_callback(consumer.close)

@@ -158,6 +158,16 @@ class NotificationStore(Protocol):
         On a miss the reason is classified (a second read is fine: it is only for metrics).
         """
 
+    async def claim_many(
+        self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
+    ) -> dict[str, ClaimResult]:
+        """:meth:`claim` for many documents in a constant number of round trips.
+
+        One result per distinct id; each document is won or missed exactly as by
+        :meth:`claim` (atomic per document; a dead worker's unfinished attempt is marked
+        ``unknown``), so concurrent callers never win the same document.
+        """
+
     async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
         """Write an attempt's outcome and release the lock, fenced on ``lockedBy == worker_id``.
 

@@ -226,6 +226,17 @@ class MongoStore(DeviceStoreMixin):
             return ClaimResult(document_to_notification(doc))
         return ClaimResult(None, await self._classify_miss(id, now))
 
+    async def claim_many(
+        self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
+    ) -> dict[str, ClaimResult]:
+        # One atomic find_one_and_update per document, all in flight at once: MongoDB has no
+        # multi-document compare-and-set that returns the documents it changed.
+        distinct = list(dict.fromkeys(ids))
+        results = await asyncio.gather(
+            *(self.claim(id, worker_id, now, lock_seconds) for id in distinct)
+        )
+        return dict(zip(distinct, results, strict=True))
+
     async def _classify_miss(self, id: str, now: datetime) -> ClaimMiss:
         current = await self.get(id)
         if current is None:

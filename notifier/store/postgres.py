@@ -227,6 +227,30 @@ class PostgresStore:
             return ClaimResult(current)
         return ClaimResult(None, classify_miss(current, now))
 
+    async def claim_many(
+        self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
+    ) -> dict[str, ClaimResult]:
+        results = {id: ClaimResult(None, ClaimMiss.MISSING) for id in ids}
+        wanted = [id for id in results if storable(id)]
+        if not wanted:
+            return results
+        attempt = Attempt(worker=worker_id, started_at=now)
+        rows = await self._fetch(
+            sql.CLAIM_MANY,
+            wanted,
+            worker_id,
+            now,
+            now + timedelta(seconds=lock_seconds),
+            dumps([attempt.to_dict()]),
+        )
+        for row in rows:
+            current = notification_from_row(row)
+            won = row["won"]
+            results[current.id] = (
+                ClaimResult(current) if won else ClaimResult(None, classify_miss(current, now))
+            )
+        return results
+
     async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
         return (await self.complete_many(worker_id, [(id, outcome)]))[0]
 

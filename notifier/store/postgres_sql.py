@@ -215,6 +215,36 @@ UNION ALL
 SELECT false AS won, * FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT FROM won)
 """
 
+# CLAIM for many ids: $1 ids, then as CLAIM. The claimable rows are locked in id order first
+# (as every multi-row update here), and the claimable test is repeated on the locked row.
+# Rows that were not won come back as they were, for classifying the misses.
+_CLAIMABLE = f"""status IN {OPEN}
+      AND (scheduled_for IS NULL OR scheduled_for <= $3)
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
+      AND (locked_by IS NULL OR lock_expiry < $3)"""
+CLAIM_MANY = f"""
+WITH l AS (
+    SELECT id FROM notifications WHERE id = ANY($1::text[]) AND {_CLAIMABLE}
+    ORDER BY id FOR UPDATE
+), won AS (
+    UPDATE notifications n
+    SET locked_by = $2, locked_at = $3, lock_expiry = $4, attempts = attempts + 1,
+        updated_at = $3,
+        history = (CASE
+            WHEN jsonb_array_length(history) > 0 AND history -> -1 ->> 'finished_at' IS NULL
+                 AND history -> -1 ->> 'outcome' IS NULL
+            THEN jsonb_set(history, '{{-1,outcome}}', '"unknown"')
+            ELSE history END) || $5::text::jsonb
+    FROM l
+    WHERE n.id = l.id AND {_CLAIMABLE}
+    RETURNING n.*
+)
+SELECT true AS won, * FROM won
+UNION ALL
+SELECT false AS won, * FROM notifications
+WHERE id = ANY($1::text[]) AND id NOT IN (SELECT id FROM won)
+"""
+
 # One statement for any number of outcomes, fenced on locked_by = $1.
 COMPLETE_MANY = """
 WITH l AS (

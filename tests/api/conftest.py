@@ -11,16 +11,18 @@ from typing import Any
 import aio_pika
 import pytest
 import pytest_asyncio
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from notifier.apikeys import generate_key, hash_key
-from notifier.broker import Broker
+from notifier.broker import Broker, decode
 from notifier.models import Status, utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
 from tests.conftest import AMQP_URL
+from tests.support import wait_for
 
 APNS_TOKEN = "a" * 64
 FCM_TOKEN = "fcm-token-1"
@@ -47,11 +49,26 @@ class Api:
         return sum(counts.values())
 
     async def queued(self) -> int:
-        """Messages ready in this test's queue (a fresh channel: a robust one caches)."""
+        """Notification ids ready in this test's queue (a message may carry several).
+
+        Reads every message without ack, requeues them all and waits until the queue holds
+        them again, so the next call sees the same. A fresh channel: a robust one caches.
+        """
         channel = await self.broker.connection.channel()
         try:
             queue = await channel.declare_queue(self.settings.queue, passive=True)
-            return queue.declaration_result.message_count or 0
+            messages: list[AbstractIncomingMessage] = []
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                messages.append(message)
+            for message in messages:
+                await message.nack(requeue=True)
+
+            async def ready() -> bool:
+                declared = await channel.declare_queue(self.settings.queue, passive=True)
+                return declared.declaration_result.message_count == len(messages)
+
+            await wait_for(ready, timeout=10, what="the read messages back in the queue")
+            return sum(len(decode(m.body) or ()) for m in messages)
         finally:
             await channel.close()
 

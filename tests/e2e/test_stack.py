@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from notifier.stack.processes import load_records, port_in_use
+from tests.conftest import AMQP_URL
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,7 @@ def _free_base() -> int:
 def _notifier(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "notifier", *args],
+        env={**os.environ, "NOTIFIER_AMQP_URL": AMQP_URL},
         capture_output=True,
         text=True,
         timeout=timeout,
