@@ -11,7 +11,6 @@ Answers follow PROTOCOLS.md sections 2.4-2.5: 200 with ``apns-id``, else ``{"rea
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -117,12 +116,8 @@ class ApnsService:
         token = path[len(PREFIX) :]
         state.seen_connection("apns", client)
         apns_id = headers.get("apns-id") or str(uuid_utils.uuid4())
-        delay = state.delay_for(token)
-        if delay:
-            await asyncio.sleep(delay)
-        fault = state.take_fault(token)
+        fault = await state.injected_fault("apns", token)
         if fault is not None:
-            state.reject("apns")
             return fault_response(fault, apns_id)
         state.accept("apns", apns_id.lower(), now())
         if state.recent.maxlen:

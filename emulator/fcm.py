@@ -10,7 +10,6 @@ google.rpc shape with ``FcmError`` / ``BadRequest`` details (PROTOCOLS.md 1.4, 1
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 from urllib.parse import parse_qs
@@ -131,12 +130,8 @@ class FcmService:
         message, validate_only = checked
         state.seen_connection("fcm", client)
         target = message.get("token") or message.get("topic") or message.get("condition") or ""
-        delay = state.delay_for(target)
-        if delay:
-            await asyncio.sleep(delay)
-        fault = state.take_fault(target)
+        fault = await state.injected_fault("fcm", target)
         if fault is not None:
-            state.reject("fcm")
             return fault_response(fault)
         message_id = f"0:{int(now() * 1000)}%{secrets.token_hex(8)}"
         if validate_only:

@@ -7,6 +7,7 @@ plain dicts are enough. Counting is per notification id (APNs ``apns-id``, FCM
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -113,6 +114,16 @@ class EmulatorState:
             fault.remaining -= 1
             if fault.remaining <= 0:
                 del self.faults[key]
+        return fault
+
+    async def injected_fault(self, platform: str, token: str) -> Fault | None:
+        """Wait out a slow ``token``, then take its fault (counted as a rejection), if any."""
+        delay = self.delay_for(token)
+        if delay:
+            await asyncio.sleep(delay)
+        fault = self.take_fault(token)
+        if fault is not None:
+            self.reject(platform)
         return fault
 
     # access tokens --------------------------------------------------------------------

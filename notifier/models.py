@@ -58,6 +58,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime; a naive one is taken to be in UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def new_id() -> str:
     """A UUIDv7 in canonical text form: sortable by creation time, usable as ``apns-id``."""
     return str(uuid_utils.uuid7())

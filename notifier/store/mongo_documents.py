@@ -10,7 +10,7 @@ BSON keeps milliseconds: :func:`bson_time` is what a datetime becomes once store
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from notifier.models import (
@@ -22,6 +22,7 @@ from notifier.models import (
     Priority,
     Status,
     Target,
+    as_utc,
 )
 
 # Optional notification fields: (attribute, document field). Absent from the document when None.
@@ -46,15 +47,13 @@ _OPTIONAL_FIELDS: tuple[tuple[str, str], ...] = (
 
 def bson_time(value: datetime) -> datetime:
     """``value`` as MongoDB gives it back: millisecond precision, aware UTC."""
-    value = value.astimezone(UTC)
+    value = as_utc(value)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def _aware(value: Any) -> Any:
     """Stored datetimes as aware UTC, whatever the client's codec options were."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 def attempt_to_document(attempt: Attempt) -> dict[str, Any]:

@@ -7,7 +7,7 @@ are stored as ISO 8601 strings and come back as aware UTC datetimes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from notifier.models import (
     Priority,
     Status,
     Target,
+    as_utc,
 )
 from notifier.store.base import ClaimMiss, Outcome
 
@@ -56,9 +57,9 @@ def dumps(value: Any) -> str:
 
 
 def _parse_time(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value).astimezone(UTC)
+    if value is None:
+        return None
+    return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
 def attempt_from_json(d: Mapping[str, Any]) -> Attempt:

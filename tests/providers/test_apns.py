@@ -7,59 +7,35 @@ to the emulator, so tests that set them put them back.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.metrics import AUTH_TOKEN_REFRESHES, PROVIDER_RESPONSES
-from notifier.models import Notification, Platform, Priority, Target
+from notifier.metrics import PROVIDER_RESPONSES
+from notifier.models import Platform, Priority
 from notifier.providers.apns import ApnsProvider, ProviderToken
 from notifier.providers.base import PushOutcome
 from notifier.providers.factory import build_providers
 from notifier.providers.http2 import TransportConfig
 from notifier.settings import Settings, load_settings
-from tests.providers.test_mapping import make
+from tests.providers.support import (
+    FakeClock,
+    auth_refreshes,
+    auth_switched,
+    closed_port_url,
+    fresh,
+    key_fragments,
+    send_burst,
+    send_with,
+)
 
-
-def apns_notification(**fields: Any) -> Notification:
-    return make(Platform.APNS, target=Target(Platform.APNS, secrets.token_hex(32)), **fields)
-
-
-def mints() -> float:
-    return AUTH_TOKEN_REFRESHES.labels(provider="apns")._value.get()
-
-
-class FakeClock:
-    """Wall-clock time shifted by ``offset`` seconds, for JWT age tests."""
-
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def apns_settings(emulator: Any) -> Callable[..., Settings]:
-    def build(**overrides: Any) -> Settings:
-        return load_settings(emulator.env, **overrides)
-
-    return build
-
-
-@pytest.fixture
-async def apns(apns_settings: Callable[..., Settings]) -> AsyncIterator[ApnsProvider]:
-    provider = build_providers(apns_settings())[Platform.APNS]
-    assert isinstance(provider, ApnsProvider)
-    yield provider
-    await provider.close()
+apns_notification = partial(fresh, Platform.APNS)
+mints = partial(auth_refreshes, "apns")
 
 
 def provider_with_clock(settings: Settings, clock: FakeClock, **options: Any) -> ApnsProvider:
@@ -161,12 +137,9 @@ async def test_too_many_requests_is_a_retry_honouring_retry_after(
     assert (await apns.send(n)).sent
 
 
-async def test_wrong_topic_is_permanent(apns_settings: Callable[..., Settings]) -> None:
-    provider = build_providers(apns_settings(apns_topic="com.example.other"))[Platform.APNS]
-    try:
-        result = await provider.send(apns_notification())
-    finally:
-        await provider.close()
+async def test_wrong_topic_is_permanent(provider_settings: Callable[..., Settings]) -> None:
+    settings = provider_settings(apns_topic="com.example.other")
+    result = await send_with(settings, apns_notification())
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.PERMANENT,
         "BadTopic",
@@ -189,21 +162,21 @@ async def test_oversized_payload_is_permanent_without_a_request(
 
 
 async def test_slow_answer_is_a_timeout_retry(
-    emulator: Any, apns_settings: Callable[..., Settings]
+    emulator: Any, provider_settings: Callable[..., Settings]
 ) -> None:
-    provider = build_providers(apns_settings(provider_timeout_seconds=0.3))[Platform.APNS]
     n = apns_notification()
     await emulator.control.slow(n.target.token, 2000)
     try:
-        result = await provider.send(n)
+        result = await send_with(provider_settings(provider_timeout_seconds=0.3), n)
     finally:
-        await provider.close()
         await emulator.control.clear_faults(n.target.token)
     assert (result.outcome, result.code) == (PushOutcome.RETRY, "timeout")
 
 
-async def test_provider_jwt_is_reused_across_sends(apns_settings: Callable[..., Settings]) -> None:
-    provider = build_providers(apns_settings())[Platform.APNS]
+async def test_provider_jwt_is_reused_across_sends(
+    provider_settings: Callable[..., Settings],
+) -> None:
+    provider = build_providers(provider_settings())[Platform.APNS]
     before = mints()
     try:
         results = await asyncio.gather(*(provider.send(apns_notification()) for _ in range(50)))
@@ -214,10 +187,10 @@ async def test_provider_jwt_is_reused_across_sends(apns_settings: Callable[..., 
 
 
 async def test_provider_jwt_rotates_after_forty_minutes_not_after_ten(
-    apns_settings: Callable[..., Settings],
+    provider_settings: Callable[..., Settings],
 ) -> None:
     clock = FakeClock(offset=-45 * 60)  # first JWT: iat 45 minutes ago, still valid for APNs
-    provider = provider_with_clock(apns_settings(), clock)
+    provider = provider_with_clock(provider_settings(), clock)
     try:
         assert (await provider.send(apns_notification())).sent
         before = mints()
@@ -249,11 +222,8 @@ async def test_provider_token_rejected_twice_is_a_config_retry(
 ) -> None:
     assert (await apns.send(apns_notification())).sent
     before = mints()
-    await emulator.control.set_auth(reject_apns=2)
-    try:
+    async with auth_switched(emulator, reject_apns=2):
         result = await apns.send(apns_notification())
-    finally:
-        await emulator.control.set_auth(reject_apns=0)
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
         "config_error",
@@ -263,36 +233,19 @@ async def test_provider_token_rejected_twice_is_a_config_retry(
 
 
 async def test_thousand_concurrent_pushes_share_few_connections_and_one_jwt(
-    emulator: Any, apns_settings: Callable[..., Settings]
+    emulator: Any, provider_settings: Callable[..., Settings]
 ) -> None:
-    provider = build_providers(apns_settings())[Platform.APNS]
-    summary, before = await emulator.control.summary(), mints()
-    batch = [apns_notification() for _ in range(1000)]
-    try:
-        results = await asyncio.gather(*(provider.send(n) for n in batch))
-    finally:
-        await provider.close()
-    after = await emulator.control.summary()
-    assert all(r.sent for r in results)
+    before = mints()
+    await send_burst(emulator, provider_settings(), Platform.APNS, 1000)
     assert mints() == before + 1
-    connections = (
-        after["by_platform"]["apns"]["connections"] - summary["by_platform"]["apns"]["connections"]
-    )
-    assert 1 <= connections <= 4
-    deliveries = await emulator.control.deliveries()
-    assert all(deliveries[n.id][0] == 1 for n in batch)
 
 
 async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
     emulator: Any,
 ) -> None:
     env = {k: v for k, v in emulator.env.items() if k != "NOTIFIER_PROVIDER_CA_FILE"}
-    provider = build_providers(load_settings(env))[Platform.APNS]
     n = apns_notification()
-    try:
-        result = await provider.send(n)
-    finally:
-        await provider.close()
+    result = await send_with(load_settings(env), n)
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
         "connection",
@@ -315,22 +268,17 @@ def test_rotation_outside_twenty_to_sixty_minutes_is_refused(tmp_path: Path) -> 
 
 
 async def test_errors_never_reveal_the_key_the_jwt_or_the_device_token(
-    emulator: Any, apns_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
+    emulator: Any, provider_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = apns_settings()
+    settings = provider_settings()
     assert settings.apns_key_file is not None
-    pem = settings.apns_key_file.read_text()
-    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
-    secrets_seen = [body[i : i + 24] for i in range(0, len(body) - 24, 40)]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    secrets_seen = key_fragments(settings.apns_key_file.read_text())
     texts: list[str] = []
     n = apns_notification()
     secrets_seen.append(n.target.token)
     with capture_logs() as logs:
-        for overrides in ({"apns_endpoint": closed}, {}):
-            provider = build_providers(apns_settings(**overrides))[Platform.APNS]
+        for overrides in ({"apns_endpoint": closed_port_url()}, {}):
+            provider = build_providers(provider_settings(**overrides))[Platform.APNS]
             assert isinstance(provider, ApnsProvider)
             secrets_seen.append(provider._jwt.current())
             if not overrides:

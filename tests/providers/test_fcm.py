@@ -7,10 +7,8 @@ to the emulator, so tests that set them put them back.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +18,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
-from notifier.metrics import AUTH_TOKEN_REFRESHES
-from notifier.models import Notification, Platform, Target
+from notifier.models import Platform
 from notifier.providers.base import PushOutcome
 from notifier.providers.factory import build_providers
 from notifier.providers.fcm import FcmProvider
 from notifier.providers.http2 import TransportConfig
 from notifier.providers.oauth import AccessTokenSource, CredentialsError, ServiceAccount
 from notifier.settings import Settings, load_settings
-from tests.providers.test_mapping import make
+from tests.providers.support import (
+    FakeClock,
+    auth_refreshes,
+    auth_switched,
+    closed_port_url,
+    fresh,
+    key_fragments,
+    send_burst,
+    send_with,
+)
 
-
-def fcm_notification(**fields: Any) -> Notification:
-    return make(Platform.FCM, target=Target(Platform.FCM, secrets.token_hex(32)), **fields)
-
-
-def refreshes() -> float:
-    return AUTH_TOKEN_REFRESHES.labels(provider="fcm")._value.get()
-
-
-@pytest.fixture
-def fcm_settings(emulator: Any) -> Callable[..., Settings]:
-    def build(**overrides: Any) -> Settings:
-        return load_settings(emulator.env, **overrides)
-
-    return build
-
-
-@pytest.fixture
-async def fcm(fcm_settings: Callable[..., Settings]) -> AsyncIterator[FcmProvider]:
-    provider = build_providers(fcm_settings())[Platform.FCM]
-    assert isinstance(provider, FcmProvider)
-    yield provider
-    await provider.close()
+fcm_notification = partial(fresh, Platform.FCM)
+refreshes = partial(auth_refreshes, "fcm")
 
 
 async def token_requests(emulator: Any) -> int:
@@ -126,15 +111,13 @@ async def test_invalid_payload_is_permanent_and_not_a_dead_token(fcm: FcmProvide
 
 
 async def test_slow_answer_is_a_timeout_retry(
-    emulator: Any, fcm_settings: Callable[..., Settings]
+    emulator: Any, provider_settings: Callable[..., Settings]
 ) -> None:
-    provider = build_providers(fcm_settings(provider_timeout_seconds=0.3))[Platform.FCM]
     n = fcm_notification()
     await emulator.control.slow(n.target.token, 2000)
     try:
-        result = await provider.send(n)
+        result = await send_with(provider_settings(provider_timeout_seconds=0.3), n)
     finally:
-        await provider.close()
         await emulator.control.clear_faults(n.target.token)
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
@@ -156,29 +139,26 @@ async def test_expired_access_token_is_refreshed_once_and_the_send_retried(
 
 
 async def test_access_token_is_refreshed_shortly_before_it_expires(
-    emulator: Any, fcm_settings: Callable[..., Settings]
+    emulator: Any, provider_settings: Callable[..., Settings]
 ) -> None:
-    settings = fcm_settings()
+    settings = provider_settings()
     assert settings.fcm_credentials is not None
-    offset = [0.0]
+    clock = FakeClock()
     provider = FcmProvider(
         ServiceAccount.from_file(settings.fcm_credentials),
         endpoint=settings.fcm_endpoint,
         transport=TransportConfig(timeout_seconds=10, ca_file=settings.provider_ca_file),
-        clock=lambda: time.time() + offset[0],
+        clock=clock,
     )
     try:
         before = await token_requests(emulator)
         assert (await provider.send(fcm_notification())).sent
-        offset[0] = 3600 - 360  # six minutes before expiry: still cached
+        clock.offset = 3600 - 360  # six minutes before expiry: still cached
         assert (await provider.send(fcm_notification())).sent
         assert await token_requests(emulator) == before + 1
-        offset[0] = 3600 - 240  # four minutes before expiry: refreshed ahead of time
-        await emulator.control.set_auth(reject_token=1)
-        try:  # a failed early refresh falls back on the still-valid token
-            assert (await provider.send(fcm_notification())).sent
-        finally:
-            await emulator.control.set_auth(reject_token=0)
+        clock.offset = 3600 - 240  # four minutes before expiry: refreshed ahead of time
+        async with auth_switched(emulator, reject_token=1):  # the early refresh fails:
+            assert (await provider.send(fcm_notification())).sent  # the valid token serves
         assert await token_requests(emulator) == before + 1
         assert (await provider.send(fcm_notification())).sent
         assert await token_requests(emulator) == before + 2
@@ -191,11 +171,8 @@ async def test_second_401_after_a_refresh_is_a_config_error(
 ) -> None:
     assert (await fcm.send(fcm_notification())).sent
     before = await token_requests(emulator)
-    await emulator.control.set_auth(reject_fcm=2)
-    try:
+    async with auth_switched(emulator, reject_fcm=2):
         result = await fcm.send(fcm_notification())
-    finally:
-        await emulator.control.set_auth(reject_fcm=0)
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
         "config_error",
@@ -207,11 +184,8 @@ async def test_second_401_after_a_refresh_is_a_config_error(
 async def test_token_endpoint_refusal_is_a_config_retry_then_recovers(
     emulator: Any, fcm: FcmProvider
 ) -> None:
-    await emulator.control.set_auth(reject_token=1)
-    try:
+    async with auth_switched(emulator, reject_token=1):
         refused = await fcm.send(fcm_notification())
-    finally:
-        await emulator.control.set_auth(reject_token=0)
     assert (refused.outcome, refused.code) == (PushOutcome.RETRY, "config_error")
     assert (await fcm.send(fcm_notification())).sent
 
@@ -221,13 +195,8 @@ async def test_wrong_project_is_a_config_retry(emulator: Any, tmp_path: Path) ->
     account["project_id"] = "someone-elses-project"
     credentials = tmp_path / "sa.json"
     credentials.write_bytes(orjson.dumps(account))
-    provider = build_providers(load_settings(emulator.env, fcm_credentials=credentials))[
-        Platform.FCM
-    ]
-    try:
-        result = await provider.send(fcm_notification())
-    finally:
-        await provider.close()
+    settings = load_settings(emulator.env, fcm_credentials=credentials)
+    result = await send_with(settings, fcm_notification())
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
         "config_error",
@@ -236,35 +205,17 @@ async def test_wrong_project_is_a_config_retry(emulator: Any, tmp_path: Path) ->
 
 
 async def test_thousand_concurrent_sends_share_one_token_fetch_and_few_connections(
-    emulator: Any, fcm_settings: Callable[..., Settings]
+    emulator: Any, provider_settings: Callable[..., Settings]
 ) -> None:
-    provider = build_providers(fcm_settings())[Platform.FCM]
-    summary = await emulator.control.summary()
-    batch = [fcm_notification() for _ in range(1000)]
-    try:
-        results = await asyncio.gather(*(provider.send(n) for n in batch))
-    finally:
-        await provider.close()
-    after = await emulator.control.summary()
-    assert all(r.sent for r in results)
-    assert after["token_requests"] == summary["token_requests"] + 1
-    new_connections = (
-        after["by_platform"]["fcm"]["connections"] - summary["by_platform"]["fcm"]["connections"]
-    )
-    assert 1 <= new_connections <= 4
-    deliveries = await emulator.control.deliveries()
-    assert all(deliveries[n.id][0] == 1 for n in batch)
+    before, after = await send_burst(emulator, provider_settings(), Platform.FCM, 1000)
+    assert after["token_requests"] == before["token_requests"] + 1
 
 
 async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
     emulator: Any,
 ) -> None:
     env = {k: v for k, v in emulator.env.items() if k != "NOTIFIER_PROVIDER_CA_FILE"}
-    provider = build_providers(load_settings(env))[Platform.FCM]
-    try:
-        result = await provider.send(fcm_notification())
-    finally:
-        await provider.close()
+    result = await send_with(load_settings(env), fcm_notification())
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
         "connection",
@@ -274,25 +225,14 @@ async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
 
 
 async def test_process_wide_ca_variables_cannot_override_our_ca(
-    fcm_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    provider_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bogus = tmp_path / "empty.pem"
     bogus.write_text("")
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.setenv(name, str(bogus))
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
-    provider = build_providers(fcm_settings())[Platform.FCM]
-    try:
-        assert (await provider.send(fcm_notification())).sent
-    finally:
-        await provider.close()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"https://127.0.0.1:{port}"
+    assert (await send_with(provider_settings(), fcm_notification())).sent
 
 
 def other_rsa_key_pem() -> str:
@@ -302,12 +242,6 @@ def other_rsa_key_pem() -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-
-
-def key_fragments(pem: str) -> list[str]:
-    """Distinctive slices of a PEM key body: none may appear anywhere we write."""
-    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
-    return [body[i : i + 24] for i in range(0, len(body) - 24, 200)]
 
 
 async def test_errors_never_reveal_keys_tokens_or_device_tokens(

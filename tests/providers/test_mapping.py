@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from notifier.models import Notification, Platform, Priority, Target, new_id
+from notifier.models import Platform, Priority, Target
 from notifier.providers.apns import (
     build_apns_request,
     check_apns_request,
@@ -20,25 +20,10 @@ from notifier.providers.apns import (
 from notifier.providers.base import PushOutcome
 from notifier.providers.fcm import build_fcm_message, map_fcm_response
 from notifier.providers.http2 import parse_retry_after
+from tests.providers.support import CREATED, make
 
-CREATED = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-
-
-def make(platform: Platform = Platform.APNS, **fields: Any) -> Notification:
-    values: dict[str, Any] = {
-        "id": new_id(),
-        "app": "app1",
-        "target": Target(platform, "ab" * 32),
-        "created_at": CREATED,
-        "updated_at": CREATED,
-        "title": "Hi",
-        "body": "text",
-        "data": {"k": "v"},
-    }
-    values.update(fields)
-    return Notification(**values)
 
 
 # -- FCM message -------------------------------------------------------------------------------

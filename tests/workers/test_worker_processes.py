@@ -29,6 +29,7 @@ from tests.workers.conftest import (
     make_notification,
     wait_final,
 )
+from tests.workers.processes import publish_to_slow_tokens, stat_reaches
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +68,8 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_are_counted(
         workers.start(concurrency=32, **env), workers.start(concurrency=32, **env)
     )
     # slow pushes keep deliveries in flight when the victim dies
-    tokens = [fcm_token() for _ in range(40)]
-    for token in tokens:
-        await emulator.control.slow(token, 300)
-    notes = [make_notification(Platform.FCM, tokens[i % 40]) for i in range(400)]
-    ids = await insert_and_publish(store, broker, notes)
-    await wait_for(lambda: _sent_at_least(victim, 20), timeout=30, what="the victim to send some")
+    ids = await publish_to_slow_tokens(store, broker, emulator, count=400, tokens=40, delay_ms=300)
+    await wait_for(stat_reaches(victim, "sent", 20), timeout=30, what="the victim to send some")
     victim.signal(signal.SIGKILL)
     await victim.wait()
     final = await wait_final(store, ids, timeout=60)
@@ -86,10 +83,6 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_are_counted(
     metrics = (await survivor.get("/metrics")).text
     assert "notifier_unknown_outcomes_total" in metrics
     print(f"SIGKILL run: {duplicates} duplicate push(es), {len(unknown)} unknown attempt(s)")
-
-
-async def _sent_at_least(proc: Any, n: int) -> bool:
-    return bool((await proc.stats())["sent"] >= n)
 
 
 async def test_retries_are_spaced_by_backoff_and_retry_after(
@@ -157,13 +150,8 @@ async def test_sigterm_drains_in_flight_deliveries_without_duplicates(
     workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
 ) -> None:
     proc = await workers.start(concurrency=16)
-    tokens = [fcm_token() for _ in range(16)]
-    for token in tokens:
-        await emulator.control.slow(token, 1500)
-    ids = await insert_and_publish(
-        store, broker, [make_notification(Platform.FCM, t) for t in tokens]
-    )
-    await wait_for(_inflight(proc, 16), timeout=20, what="16 deliveries in flight")
+    ids = await publish_to_slow_tokens(store, broker, emulator, count=16, tokens=16, delay_ms=1500)
+    await wait_for(stat_reaches(proc, "inflight", 16), timeout=20, what="16 deliveries in flight")
     proc.signal(signal.SIGTERM)
     assert await proc.wait(30) == 0
     # every in-flight delivery finished and was recorded before the worker exited
@@ -175,13 +163,6 @@ async def test_sigterm_drains_in_flight_deliveries_without_duplicates(
     # and nothing is left in the queue to redeliver
     depths = await broker.queue_depths()
     assert depths[broker.settings.queue] == 0
-
-
-def _inflight(proc: Any, n: int) -> Any:
-    async def check() -> bool:
-        return bool((await proc.stats())["inflight"] >= n)
-
-    return check
 
 
 async def test_garbage_message_goes_to_the_dead_letter_queue_and_the_worker_carries_on(

@@ -10,16 +10,11 @@ from typing import Any
 import pytest
 
 from notifier.broker import Broker
-from notifier.models import Platform, Status
+from notifier.models import Status
 from notifier.store.base import NotificationStore
 from tests.support import wait_for
-from tests.workers.conftest import (
-    WorkerPool,
-    fcm_token,
-    insert_and_publish,
-    make_notification,
-    wait_final,
-)
+from tests.workers.conftest import WorkerPool, WorkerProc, wait_final
+from tests.workers.processes import publish_to_slow_tokens, stat_reaches
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +32,8 @@ async def test_broker_restart_mid_run_loses_nothing(
     workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
 ) -> None:
     worker = await workers.start(concurrency=32)
-    tokens = [fcm_token() for _ in range(20)]
-    for token in tokens:
-        await emulator.control.slow(token, 200)
-    notes = [make_notification(Platform.FCM, tokens[i % 20]) for i in range(400)]
-    ids = await insert_and_publish(store, broker, notes)
-    await wait_for(lambda: _sent(worker, 30), timeout=30, what="some deliveries")
+    ids = await publish_to_slow_tokens(store, broker, emulator, count=400, tokens=20, delay_ms=200)
+    await wait_for(stat_reaches(worker, "sent", 30), timeout=30, what="some deliveries")
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:
         await wait_for(lambda: _unhealthy(worker), timeout=15, what="/health to report the outage")
@@ -58,9 +49,5 @@ async def test_broker_restart_mid_run_loses_nothing(
     assert sum(c - 1 for c in counts) <= unknown  # a re-push only after an unknown outcome
 
 
-async def _sent(worker: Any, n: int) -> bool:
-    return bool((await worker.stats())["sent"] >= n)
-
-
-async def _unhealthy(worker: Any) -> bool:
+async def _unhealthy(worker: WorkerProc) -> bool:
     return (await worker.get("/health")).status_code == 503
