@@ -212,3 +212,10 @@ async def broker(make_settings: Callable[..., Settings]) -> AsyncIterator[Broker
 
 def later(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def pg_url(fresh_pg_url: str) -> str:
+    """A database per worker test: every worker runs a sweeper, and a sweeper must never
+    republish another test's leftovers onto this test's queue."""
+    return fresh_pg_url
