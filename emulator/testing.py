@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -33,10 +34,20 @@ class EmulatorHandle:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now, below the kernel's ephemeral range (32768+).
+
+    A port the kernel hands out for ``bind(0)`` is an ephemeral one, which any outgoing
+    connection (of the very processes a test starts) may take before the server binds it.
+    """
+    for _ in range(500):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 async def _wait_ready(process: asyncio.subprocess.Process, control: EmulatorControl) -> None:

@@ -24,13 +24,14 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from emulator.testing import free_port
 from notifier.apikeys import generate_key, hash_key
 from notifier.models import utcnow
 from notifier.nginxconf import TEMPLATE, render_nginx_config, upstream_servers
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
 from tests.api.conftest import APNS_TOKEN, delete_queues
-from tests.api.processes import free_port, spawn_api, stop, wait_healthy
+from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import AMQP_URL
 from tests.support import wait_for
 

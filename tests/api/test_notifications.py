@@ -223,8 +223,8 @@ async def test_broker_down_at_start_accepts_and_is_not_ready(
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import build_app
+    from emulator.testing import free_port
     from notifier.apikeys import generate_key, hash_key
-    from tests.api.processes import free_port
 
     settings = make_settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     key = generate_key()

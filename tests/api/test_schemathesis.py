@@ -21,12 +21,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import openapi_document
+from emulator.testing import free_port
 from notifier.apikeys import generate_key, hash_key
 from notifier.models import utcnow
 from notifier.settings import load_settings
 from notifier.store import open_store
 from tests.api.conftest import delete_queues
-from tests.api.processes import free_port, spawn_api, stop, wait_healthy
+from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import AMQP_URL
 
 MAX_EXAMPLES = 15

@@ -35,7 +35,9 @@ PORT_OFFSETS = (0, 1, 2, 3, 4, 10, 11)  # nginx, api x2, emulator, prometheus, w
 
 def _free_base() -> int:
     for _ in range(200):
-        base = random.randrange(20_000, 40_000, 20)
+        # Below the kernel's ephemeral range (32768+), where outgoing connections of the
+        # processes started before nginx could take a port between the check and the bind.
+        base = random.randrange(20_000, 32_000, 20)
         if not any(port_in_use(base + off) for off in PORT_OFFSETS):
             return base
     raise RuntimeError("no free port range for the test stack")

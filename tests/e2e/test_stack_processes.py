@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
+from emulator.testing import free_port
 from notifier.stack.processes import (
     PidRecord,
     StackError,
@@ -24,14 +24,8 @@ from notifier.stack.processes import (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _http_server(tmp_path: Path) -> PidRecord:
-    port = _free_port()
+    port = free_port()
     return spawn(
         "web-1",
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
