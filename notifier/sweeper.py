@@ -28,6 +28,7 @@ MAX_TAKES_PER_ROUND = 20
 # The API publishes right after its insert and marks the ids once the broker confirmed;
 # under load confirms take seconds, so wait well past that before assuming a lost publish.
 UNPUBLISHED_GRACE_SECONDS = 30.0
+BACKLOG_STALE_SECONDS = 24 * 3600.0
 BACKOFF_MAX_SECONDS = 30.0
 PUBLISH_CHUNK = 100  # ids per confirmed publish burst, so a busy broker confirms in time
 GAUGE_REFRESH_SECONDS = 12.0
@@ -116,12 +117,20 @@ class Sweeper:
                 utcnow(),
                 limit=TAKE_LIMIT,
                 unpublished_grace_seconds=UNPUBLISHED_GRACE_SECONDS,
-                stale_published_seconds=self.stale_published_seconds,
+                stale_published_seconds=self._stale_published_seconds(),
             )
             total += await self._publish(ids, "due")
             if len(ids) < TAKE_LIMIT:
                 break
         return total
+
+    def _stale_published_seconds(self) -> float:
+        """While wake-ups wait in the work queue, an unclaimed document is a backlog, not a
+        lost message: republishing it would only flood the queue with duplicates (and the
+        store with scans). Lost wake-ups are looked for once the queue has drained."""
+        if self.queue_depths.get(self.settings.queue, 0) > 0:
+            return BACKLOG_STALE_SECONDS
+        return self.stale_published_seconds
 
     async def _publish(self, ids: list[str], reason: str) -> int:
         published = 0
