@@ -235,6 +235,12 @@ async def test_prometheus_scrapes_api_and_worker_and_every_query_evaluates(
             timeout=30,
             what="two scrapes after the deliveries",
         )
+        # the API is scraped on its own schedule: wait for its two samples as well
+        await wait_for(
+            lambda: _has_series(client, prom, "rate(notifier_notifications_accepted_total[1m])"),
+            timeout=30,
+            what="two scrapes of the API after the requests",
+        )
         rules_found = await wait_for(
             lambda: _rules_evaluated(client, prom), timeout=30, what="rules evaluated"
         )
