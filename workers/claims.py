@@ -9,16 +9,14 @@ the later asker sees it as locked.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from notifier.models import utcnow
 from notifier.store.base import ClaimMiss, ClaimResult, NotificationStore
+from workers.batching import MicroBatcher
 
-_Request = tuple[Sequence[str], "asyncio.Future[dict[str, ClaimResult]]"]
 
-
-class ClaimBatcher:
+class ClaimBatcher(MicroBatcher[Sequence[str], dict[str, ClaimResult]]):
     """Collects claim requests and sends them with ``store.claim_many``."""
 
     def __init__(
@@ -30,56 +28,28 @@ class ClaimBatcher:
         max_batch: int = 200,
         max_delay_seconds: float = 0.002,
     ) -> None:
+        super().__init__(max_batch=max_batch, max_delay_seconds=max_delay_seconds)
         self._store = store
         self._worker_id = worker_id
         self._lock_seconds = lock_seconds
-        self._max_batch = max_batch
-        self._max_delay = max_delay_seconds
-        self._pending: list[_Request] = []
-        self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
 
     async def claim(self, ids: Sequence[str]) -> dict[str, ClaimResult]:
-        """Claim ``ids`` (with others' ids); raises what ``claim_many`` raised for the group."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, ClaimResult]] = loop.create_future()
-        self._pending.append((ids, future))
-        self._size += len(ids)
-        if self._size >= self._max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._max_delay, self._flush)
-        # shield: a cancelled caller must not cancel the claim others share (its wins are
-        # then left locked: the lock expires and the sweeper recovers them, as on a crash)
-        return await asyncio.shield(future)
+        """Claim ``ids`` (with others' ids); raises what ``claim_many`` raised for the group.
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        batch, self._pending, self._size = self._pending, [], 0
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        A cancelled caller does not cancel the shared claim: its wins are then left locked,
+        and the lock expires and the sweeper recovers them, as on a crash.
+        """
+        return await self._submit(ids)
 
-    async def _send(self, batch: list[_Request]) -> None:
-        ids = list(dict.fromkeys(i for request_ids, _ in batch for i in request_ids))
-        try:
-            results = await self._store.claim_many(
-                ids, self._worker_id, utcnow(), self._lock_seconds
-            )
-        except BaseException as exc:  # handed to every waiting caller, which decides
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+    def _weight(self, request: Sequence[str]) -> int:
+        return len(request)
+
+    async def _run(self, requests: list[Sequence[str]]) -> list[dict[str, ClaimResult]]:
+        ids = list(dict.fromkeys(i for request_ids in requests for i in request_ids))
+        results = await self._store.claim_many(ids, self._worker_id, utcnow(), self._lock_seconds)
         handed: set[str] = set()
-        for request_ids, future in batch:
+        answers: list[dict[str, ClaimResult]] = []
+        for request_ids in requests:
             mine: dict[str, ClaimResult] = {}
             for nid in request_ids:
                 if nid in mine:
@@ -89,11 +59,5 @@ class ClaimBatcher:
                     result = ClaimResult(None, ClaimMiss.LOCKED)  # the first asker has it
                 handed.add(nid)
                 mine[nid] = result
-            if not future.done():
-                future.set_result(mine)
-
-    async def close(self) -> None:
-        """Send what is queued and wait for every claim in progress."""
-        self._flush()
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+            answers.append(mine)
+        return answers

@@ -1,0 +1,79 @@
+"""Micro-batching: many callers' requests share one store round trip.
+
+A batch is sent when it is full or a few milliseconds after its first request. Each caller
+awaits its own result, set only once the batch's call has returned (so a delivery that
+awaits its outcome write acks only after the write is durable); an exception of the batch's
+call is raised to every caller of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Generic, TypeVar
+
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+
+
+class MicroBatcher(ABC, Generic[RequestT, ResultT]):
+    """Collects requests and hands each batch to :meth:`_run`."""
+
+    def __init__(self, *, max_batch: int, max_delay_seconds: float) -> None:
+        self._max_batch = max_batch
+        self._max_delay = max_delay_seconds
+        self._pending: list[tuple[RequestT, asyncio.Future[ResultT]]] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    async def _run(self, requests: list[RequestT]) -> list[ResultT]:
+        """One store call for the whole batch; results in request order."""
+
+    def _weight(self, request: RequestT) -> int:
+        """How much of ``max_batch`` one request takes."""
+        return 1
+
+    async def _submit(self, request: RequestT) -> ResultT:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ResultT] = loop.create_future()
+        self._pending.append((request, future))
+        self._size += self._weight(request)
+        if self._size >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._max_delay, self._flush)
+        # shield: a cancelled caller must not cancel the call the batch shares
+        return await asyncio.shield(future)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending, self._size = self._pending, [], 0
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, batch: list[tuple[RequestT, asyncio.Future[ResultT]]]) -> None:
+        try:
+            results = await self._run([request for request, _ in batch])
+        except BaseException as exc:  # handed to every waiting caller, which decides
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Send what is queued and wait for every batch in progress."""
+        self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
