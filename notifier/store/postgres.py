@@ -209,23 +209,7 @@ class PostgresStore:
     async def claim(
         self, id: str, worker_id: str, now: datetime, lock_seconds: float
     ) -> ClaimResult:
-        if not storable(id):
-            return ClaimResult(None, ClaimMiss.MISSING)
-        attempt = Attempt(worker=worker_id, started_at=now)
-        row = await self._fetchrow(
-            sql.CLAIM,
-            id,
-            worker_id,
-            now,
-            now + timedelta(seconds=lock_seconds),
-            dumps([attempt.to_dict()]),
-        )
-        if row is None:
-            return ClaimResult(None, ClaimMiss.MISSING)
-        current = notification_from_row(row)
-        if row["won"]:
-            return ClaimResult(current)
-        return ClaimResult(None, classify_miss(current, now))
+        return (await self.claim_many([id], worker_id, now, lock_seconds))[id]
 
     async def claim_many(
         self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float

@@ -191,33 +191,11 @@ RETURNING *
 
 # -- notifications: worker side --------------------------------------------------------------
 
-# $1 id, $2 worker, $3 now, $4 lock expiry, $5 the new attempt as a one-element JSON array.
-# A previous attempt left unfinished by a dead worker is marked "unknown" on the way.
-# On a miss, the same round trip returns the row as it was (for classifying the miss).
-CLAIM = f"""
-WITH won AS (
-    UPDATE notifications
-    SET locked_by = $2, locked_at = $3, lock_expiry = $4, attempts = attempts + 1,
-        updated_at = $3,
-        history = (CASE
-            WHEN jsonb_array_length(history) > 0 AND history -> -1 ->> 'finished_at' IS NULL
-                 AND history -> -1 ->> 'outcome' IS NULL
-            THEN jsonb_set(history, '{{-1,outcome}}', '"unknown"')
-            ELSE history END) || $5::text::jsonb
-    WHERE id = $1 AND status IN {OPEN}
-      AND (scheduled_for IS NULL OR scheduled_for <= $3)
-      AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
-      AND (locked_by IS NULL OR lock_expiry < $3)
-    RETURNING *
-)
-SELECT true AS won, * FROM won
-UNION ALL
-SELECT false AS won, * FROM notifications WHERE id = $1 AND NOT EXISTS (SELECT FROM won)
-"""
-
-# CLAIM for many ids: $1 ids, then as CLAIM. The claimable rows are locked in id order first
-# (as every multi-row update here), and the claimable test is repeated on the locked row.
-# Rows that were not won come back as they were, for classifying the misses.
+# $1 ids, $2 worker, $3 now, $4 lock expiry, $5 the new attempt as a one-element JSON array.
+# The claimable rows are locked in id order first (as every multi-row update here), and the
+# claimable test is repeated on the locked row. A previous attempt left unfinished by a dead
+# worker is marked "unknown" on the way. Rows that were not won come back as they were, in
+# the same round trip, for classifying the misses.
 _CLAIMABLE = f"""status IN {OPEN}
       AND (scheduled_for IS NULL OR scheduled_for <= $3)
       AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
