@@ -29,6 +29,12 @@ from notifier.models import (
 )
 from notifier.settings import UnknownOutcomePolicy
 
+# The error a notification is held with when its worker died mid-push and the policy is FAIL.
+OUTCOME_UNKNOWN = LastError(
+    code="outcome_unknown",
+    message="the worker died after it started the push; the outcome is unknown",
+)
+
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time."""

@@ -25,10 +25,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from notifier.models import OPEN_STATUSES, Attempt, LastError, Notification, Status
+from notifier.models import OPEN_STATUSES, Attempt, Notification, Status
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import mongo_queries as q
 from notifier.store.base import (
+    OUTCOME_UNKNOWN,
     CancelResult,
     ClaimMiss,
     ClaimResult,
@@ -47,10 +48,6 @@ from notifier.store.mongo_documents import (
 )
 
 DUPLICATE_KEY = 11000
-OUTCOME_UNKNOWN = LastError(
-    code="outcome_unknown",
-    message="the worker died after it started the push; the outcome is unknown",
-)
 
 
 class MongoStore(DeviceStoreMixin):

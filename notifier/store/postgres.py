@@ -18,7 +18,6 @@ import asyncpg
 from notifier.models import (
     Attempt,
     Device,
-    LastError,
     Notification,
     Platform,
     Status,
@@ -26,6 +25,7 @@ from notifier.models import (
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import postgres_sql as sql
 from notifier.store.base import (
+    OUTCOME_UNKNOWN,
     CancelResult,
     ClaimMiss,
     ClaimResult,
@@ -276,16 +276,12 @@ class PostgresStore:
     ) -> list[RecoveredLock]:
         if limit <= 0:
             return []
-        error = LastError(
-            code="outcome_unknown",
-            message="the worker died after it started the push; the outcome is unknown",
-        )
         rows = await self._fetch(
             sql.RECOVER_EXPIRED_LOCKS,
             now,
             limit,
             policy is UnknownOutcomePolicy.FAIL,
-            dumps(error.to_dict()),
+            dumps(OUTCOME_UNKNOWN.to_dict()),
         )
         return [
             RecoveredLock(id=r["id"], unknown_attempt=r["unknown"], republish=r["republish"])
