@@ -1,4 +1,5 @@
-"""Reading a JSON request body: 415 for another media type, 413 past 64 KiB, 400 if malformed."""
+"""Reading a JSON request body: 415 for another media type, 413 past the route's size
+limit (64 KiB, 2 MiB for a batch), 400 if malformed."""
 
 from __future__ import annotations
 
@@ -19,13 +20,29 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def read_json(request: web.Request) -> Any:
-    """The parsed body; raises :class:`Problem` (400/413/415) before anything is stored."""
+def size_text(size_bytes: int) -> str:
+    """``65536`` -> ``"64 KiB"``, ``2097152`` -> ``"2 MiB"``: a limit as a reader states it."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size_bytes >= size and size_bytes % size == 0:
+            return f"{size_bytes // size} {unit}"
+    return f"{size_bytes} bytes"
+
+
+def too_large(max_bytes: int) -> Problem:
+    return Problem(413, f"the request body is larger than {size_text(max_bytes)}")
+
+
+async def read_json(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The parsed body; raises :class:`Problem` (400/413/415) before anything is stored.
+
+    ``max_bytes`` is this route's limit. The app's ``client_max_size`` is the largest
+    route's limit, so the smaller ones are enforced here, chunked bodies included.
+    """
     if not _is_json(request.content_type):
         raise Problem(415, "send the body as application/json")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise Problem(413, "the request body is larger than 64 KiB")
-    raw = await request.read()  # client_max_size enforces the limit on chunked bodies
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(max_bytes)
+    raw = await _read_at_most(request, max_bytes)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -35,6 +52,15 @@ async def read_json(request: web.Request) -> Any:
         if errors:
             raise Problem(422, "strings must not contain NUL", errors=errors, type_="validation")
     return body
+
+
+async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large(max_bytes)
+    return bytes(body)
 
 
 def nul_errors(value: Any, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:

@@ -73,8 +73,6 @@ async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         headers = {k: exc.headers[k] for k in _KEEP_HEADERS if k in exc.headers}
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 413:
-            detail = "the request body is larger than 64 KiB"
         return Problem(exc.status, detail, headers=headers).response()
     except StoreUnavailable as exc:
         log.warning("store_unavailable", path=route_template(request), error=str(exc))

@@ -11,8 +11,15 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
+from api.body import size_text
 from api.problems import PROBLEM_TYPE
-from api.schemas import BatchRequest, DeviceRequest, NotificationRequest
+from api.schemas import (
+    MAX_BATCH_BODY_BYTES,
+    MAX_BODY_BYTES,
+    BatchRequest,
+    DeviceRequest,
+    NotificationRequest,
+)
 
 _REF = "#/components/schemas/{model}"
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -136,7 +143,7 @@ _ERROR_TEXT = {
     401: "Missing or unknown API key",
     404: "Not found (or another app's)",
     409: "Conflict",
-    413: "Body larger than 64 KiB",
+    413: f"Body larger than {size_text(MAX_BODY_BYTES)}",
     415: "Body is not application/json",
     422: "Body or parameters break the rules; `errors` lists every invalid field",
     429: "Rate limit of the API key exceeded (see Retry-After)",
@@ -148,11 +155,11 @@ def _json(schema_name: str, description: str, media: str = "application/json") -
     return {"description": description, "content": {media: {"schema": _ref(schema_name)}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, text: dict[int, str] | None = None) -> dict[str, Any]:
+    """Problem answers for ``codes`` and the common ones; ``text`` overrides descriptions."""
     common = (401, 429, 503)
-    return {
-        str(c): _json("Problem", _ERROR_TEXT[c], PROBLEM_TYPE) for c in sorted({*codes, *common})
-    }
+    described = {**_ERROR_TEXT, **(text or {})}
+    return {str(c): _json("Problem", described[c], PROBLEM_TYPE) for c in sorted({*codes, *common})}
 
 
 _EXAMPLE = {
@@ -230,7 +237,10 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "requestBody": _body("BatchRequest"),
                 "responses": {
                     "200": _json("BatchResults", "Per-item results"),
-                    **_errors(*write_errors),
+                    **_errors(
+                        *write_errors,
+                        text={413: f"Body larger than {size_text(MAX_BATCH_BODY_BYTES)}"},
+                    ),
                 },
             }
         },

@@ -17,6 +17,7 @@ from api.keys import APP_NAME, STORE, WRITER
 from api.problems import Problem, field_error, unprocessable, validation_errors
 from api.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_BATCH_BODY_BYTES,
     BatchEnvelope,
     BatchItem,
     ListQuery,
@@ -161,7 +162,7 @@ async def _plan_item(
 async def create_batch(request: web.Request) -> web.Response:
     app = request[APP_NAME]
     store = request.app[STORE]
-    body = await read_json(request)
+    body = await read_json(request, MAX_BATCH_BODY_BYTES)
     try:
         envelope = BatchEnvelope.model_validate(body)
     except ValidationError as exc:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import orjson
 import pytest
 import pytest_asyncio
 from aio_pika.abc import AbstractIncomingMessage
@@ -26,6 +27,18 @@ from tests.support import wait_for
 
 APNS_TOKEN = "a" * 64
 FCM_TOKEN = "fcm-token-1"
+
+
+def padded_json(body: Any, size: int) -> bytes:
+    """``body`` as JSON followed by whitespace up to ``size`` bytes: valid, only too big."""
+    raw = orjson.dumps(body)
+    return raw + b" " * (size - len(raw))
+
+
+async def in_chunks(raw: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
+    """``raw`` as an async generator: aiohttp's client sends it chunked (no Content-Length)."""
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
 
 
 @dataclass

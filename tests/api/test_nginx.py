@@ -2,8 +2,9 @@
 
 Shows: requests spread over both replicas; one replica killed (SIGKILL) costs no client
 error beyond the requests in flight; past the per-address limit nginx answers 429
-problem+json. Clients use distinct loopback source addresses (127.0.0.x) so that each
-phase has its own per-address rate-limit bucket.
+problem+json; a batch may be larger than other bodies; an upstream that cannot be reached
+is 503, one that does not answer in time is 504. Clients use distinct loopback source
+addresses (127.0.0.x) so that each phase has its own per-address rate-limit bucket.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from notifier.models import utcnow
 from notifier.nginxconf import TEMPLATE, render_nginx_config, upstream_servers
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
-from tests.api.conftest import APNS_TOKEN, delete_queues
+from tests.api.conftest import APNS_TOKEN, delete_queues, padded_json
 from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import AMQP_URL
 from tests.support import wait_for
@@ -65,9 +66,16 @@ class Front:
         return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 
-async def _start_nginx(run_dir: Path, port: int, api_ports: list[int]) -> subprocess.Popen[bytes]:
+async def _start_nginx(
+    run_dir: Path, port: int, api_ports: list[int], *, read_timeout: str | None = None
+) -> subprocess.Popen[bytes]:
+    """nginx with the repo's config; ``read_timeout`` shortens proxy_read_timeout (15s)."""
+    config = render_nginx_config(port, [f"127.0.0.1:{p}" for p in api_ports], run_dir)
+    if read_timeout is not None:
+        assert config.count("proxy_read_timeout 15s;") == 1
+        config = config.replace("proxy_read_timeout 15s;", f"proxy_read_timeout {read_timeout};")
     conf = run_dir / "nginx.conf"
-    conf.write_text(render_nginx_config(port, [f"127.0.0.1:{p}" for p in api_ports], run_dir))
+    conf.write_text(config)
     base = [NGINX, "-p", str(run_dir), "-e", str(run_dir / "error.log"), "-c", str(conf)]
     check = subprocess.run([*base, "-t"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
@@ -143,14 +151,53 @@ async def test_requests_spread_over_both_replicas(front: Front) -> None:
     assert seen == {f"127.0.0.1:{p}" for p in front.api_ports}
 
 
-async def test_body_over_64_kib_is_413_problem_at_the_front(front: Front) -> None:
-    big = {**BODY, "body": "x" * 70_000}
+async def _refused_at_the_front(front: Front, source_ip: str, path: str, raw: bytes) -> str:
+    """POST ``raw``; assert nginx answered 413 itself (no replica saw it); the detail."""
+    headers = {"Content-Type": "application/json"}
     async with (
-        front.session("127.0.0.5") as session,
-        session.post("/v1/notifications", json=big) as r,
+        front.session(source_ip) as session,
+        session.post(path, data=raw, headers=headers) as r,
     ):
         assert r.status == 413
         assert r.content_type == "application/problem+json"
+        problem = await r.json(content_type=None)
+
+    def logged() -> list[dict[str, Any]]:
+        return [e for e in front.access_log() if e["remote_addr"] == source_ip]
+
+    entries = await wait_for(logged, timeout=10, what="the 413 in the access log")
+    assert [(e["status"], e["upstream_addr"]) for e in entries] == [(413, "")]
+    detail: str = problem["detail"]
+    return detail
+
+
+async def test_body_over_64_kib_is_413_problem_at_the_front(front: Front) -> None:
+    raw = padded_json(BODY, 64 * 1024 + 1)
+    detail = await _refused_at_the_front(front, "127.0.0.5", "/v1/notifications", raw)
+    assert "64 KiB" in detail
+
+
+async def test_batch_of_500_items_over_64_kib_is_accepted_at_the_front(front: Front) -> None:
+    items = [{**BODY, "body": f"{i:03d}" + "x" * 200} for i in range(500)]
+    raw = orjson.dumps({"notifications": items})
+    assert 64 * 1024 < len(raw) < 2 * 1024 * 1024
+    async with (
+        front.session("127.0.0.6") as session,
+        session.post(
+            "/v1/notifications/batch", data=raw, headers={"Content-Type": "application/json"}
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        results = (await r.json())["results"]
+    assert [a["status"] for a in results] == ["pending"] * 500
+    stored = await asyncio.gather(*(front.store.get(a["id"]) for a in results))
+    assert [n.body if n is not None else None for n in stored] == [i["body"] for i in items]
+
+
+async def test_batch_over_2_mib_is_413_problem_at_the_front(front: Front) -> None:
+    raw = padded_json({"notifications": [BODY] * 10}, 2 * 1024 * 1024 + 1)
+    detail = await _refused_at_the_front(front, "127.0.0.7", "/v1/notifications/batch", raw)
+    assert "2 MiB" in detail
 
 
 async def test_killing_a_replica_costs_only_the_requests_in_flight(front: Front) -> None:
@@ -192,3 +239,95 @@ async def test_past_the_per_address_limit_nginx_answers_429(front: Front) -> Non
     assert limited, "no 429 past 100 r/s with a burst of 200"
     assert all(a[1] == "application/problem+json" and a[2] == "1" for a in limited)
     assert sum(1 for a in answers if a[0] == 200) >= 200
+
+
+@dataclass
+class _StallingUpstream:
+    """A TCP server on loopback that reads each request's head and never answers."""
+
+    port: int
+    heads: list[bytes]
+    release: asyncio.Event
+
+
+@pytest_asyncio.fixture
+async def stalling_upstream() -> AsyncIterator[_StallingUpstream]:
+    heads: list[bytes] = []
+    release = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            await release.wait()
+        finally:
+            writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(hold, "127.0.0.1", port)
+    try:
+        yield _StallingUpstream(port, heads, release)
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def _lone_nginx(
+    tmp_path: Path, upstream_port: int, read_timeout: str | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """nginx in front of one upstream port, ready (its own /metrics answers 404)."""
+    port = free_port()
+    nginx = await _start_nginx(tmp_path, port, [upstream_port], read_timeout=read_timeout)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(url) as session:
+
+        async def up() -> bool:
+            assert nginx.poll() is None, f"nginx exited with {nginx.returncode}"
+            try:
+                async with session.get("/metrics") as r:
+                    return r.status == 404
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(up, timeout=10, what="nginx listening")
+    return url, nginx
+
+
+async def _post_once(url: str) -> tuple[int, dict[str, Any], str | None]:
+    async with (
+        aiohttp.ClientSession(url) as session,
+        session.post("/v1/notifications", json=BODY) as r,
+    ):
+        assert r.content_type == "application/problem+json"
+        return r.status, await r.json(content_type=None), r.headers.get("Retry-After")
+
+
+async def test_upstream_timeout_is_504_may_have_been_accepted(
+    stalling_upstream: _StallingUpstream, tmp_path: Path
+) -> None:
+    """Not 503 "retry later": the replica had the POST and may have stored it."""
+    url, nginx = await _lone_nginx(tmp_path, stalling_upstream.port, read_timeout="1s")
+    try:
+        status, problem, retry_after = await _post_once(url)
+    finally:
+        stop(nginx, signal.SIGQUIT)
+    assert status == 504 and problem["status"] == 504
+    assert problem["type"] == "https://notifier.dev/problems/gateway-timeout"
+    assert "may have been accepted" in problem["detail"]
+    assert "Idempotency-Key" in problem["detail"]
+    assert retry_after is None
+    assert [h.split(b" ", 2)[:2] for h in stalling_upstream.heads] == [
+        [b"POST", b"/v1/notifications"]
+    ]
+
+
+async def test_unreachable_upstream_is_503_retry_later(tmp_path: Path) -> None:
+    """A refused connection is nginx's 502, answered (status and document) as 503."""
+    url, nginx = await _lone_nginx(tmp_path, free_port())  # nothing listens there
+    try:
+        status, problem, retry_after = await _post_once(url)
+    finally:
+        stop(nginx, signal.SIGQUIT)
+    assert status == 503 and problem["status"] == 503
+    assert problem["type"] == "https://notifier.dev/problems/service-unavailable"
+    assert retry_after == "1"

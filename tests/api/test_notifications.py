@@ -6,11 +6,14 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
+import pytest
+
 from notifier.metrics import API_PUBLISH_FAILURES
 from notifier.models import AttemptOutcome, Notification, Status, utcnow
 from notifier.settings import Settings
 from notifier.store import InsertResult, NotificationStore, Outcome, open_store
-from tests.api.conftest import APNS_TOKEN, FCM_TOKEN, Api
+from tests.api.conftest import APNS_TOKEN, FCM_TOKEN, Api, in_chunks
 from tests.support import wait_for
 
 APNS = {"platform": "apns", "token": APNS_TOKEN}
@@ -153,6 +156,23 @@ async def test_batch_one_insert_one_publish_errors_in_place(
     assert all(results[i]["status"] == "pending" for i in range(300) if i not in (3, 7))
     assert counting.insert_calls == 1 and publishes == [298]
     assert (await api.stored(), await api.queued()) == (298, 298)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_batch_of_500_items_past_64_kib_is_accepted(api: Api, chunked: bool) -> None:
+    """A batch has its own body limit (2 MiB): 500 ordinary items do not fit in 64 KiB."""
+    items = [{"to": APNS, "title": "Hi", "body": f"{i:03d}" + "x" * 230} for i in range(500)]
+    raw = orjson.dumps({"notifications": items})
+    assert 64 * 1024 < len(raw) < 2 * 1024 * 1024 and len(raw) / 500 > 290
+    headers = {**api.auth, "Content-Type": "application/json"}
+    data = in_chunks(raw) if chunked else raw
+    r = await api.client.post("/v1/notifications/batch", data=data, headers=headers)
+    assert r.status == 200, await r.text()
+    results = (await r.json())["results"]
+    assert [a["status"] for a in results] == ["pending"] * 500
+    stored = await api.store.get(results[499]["id"], api.app_name)
+    assert stored is not None and stored.body == items[499]["body"]
+    assert (await api.stored(), await api.queued()) == (500, 500)
 
 
 async def test_broker_down_still_accepts(api: Api) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import pytest
 
 from notifier.models import utcnow
-from tests.api.conftest import APNS_TOKEN, FCM_TOKEN, Api
+from tests.api.conftest import APNS_TOKEN, FCM_TOKEN, Api, in_chunks, padded_json
 
 
 @pytest.fixture
@@ -102,7 +101,6 @@ async def test_invalid_notification_is_rejected_and_changes_nothing(
 RAW_REJECTIONS: list[tuple[str, bytes, str, int]] = [
     ("malformed JSON", b'{"to": ', "application/json", 400),
     ("not JSON media type", b'{"to": {}}', "text/plain", 415),
-    ("body over 64 KiB", orjson.dumps(_n(body="x" * 70_000)), "application/json", 413),
 ]
 
 
@@ -119,16 +117,42 @@ async def test_unreadable_body_is_rejected(
     await assert_nothing_changed(api)
 
 
-async def test_oversize_chunked_body_is_413(api: Api) -> None:
-    async def chunks() -> Any:
-        for _ in range(80):
-            yield b" " * 1024
+# (case, method, route, a body the route would accept but one byte past its limit, the limit)
+OVERSIZE_BODIES = [
+    ("single", "POST", "/v1/notifications", padded_json(_n(), 64 * 1024 + 1), "64 KiB"),
+    (
+        "batch",
+        "POST",
+        "/v1/notifications/batch",
+        padded_json({"notifications": [_n()] * 10}, 2 * 1024 * 1024 + 1),
+        "2 MiB",
+    ),
+    (
+        "device",
+        "PUT",
+        f"/v1/devices/{APNS_TOKEN}",
+        padded_json({"platform": "apns", "user_id": "u1"}, 64 * 1024 + 1),
+        "64 KiB",
+    ),
+]
 
-    r = await api.client.post(
-        "/v1/notifications", data=chunks(), headers={**api.auth, "Content-Type": "application/json"}
-    )
-    assert r.status == 413
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "limit"),
+    [pytest.param(m, p, r, lim, id=case) for case, m, p, r, lim in OVERSIZE_BODIES],
+)
+async def test_body_past_the_route_limit_is_413_and_changes_nothing(
+    api: Api, method: str, path: str, raw: bytes, limit: str, chunked: bool
+) -> None:
+    headers = {**api.auth, "Content-Type": "application/json"}
+    data = in_chunks(raw) if chunked else raw
+    r = await api.client.request(method, path, data=data, headers=headers)
+    problem = await r.json(content_type=None)
+    assert_problem(r.status, r.content_type, problem, 413)
+    assert problem["detail"] == f"the request body is larger than {limit}"
     await assert_nothing_changed(api)
+    assert await api.store.list_devices(api.app_name, "u1") == []
 
 
 @pytest.mark.parametrize(

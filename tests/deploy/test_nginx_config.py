@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from api.schemas import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from notifier.nginxconf import TEMPLATE, render_nginx_config, substitute, upstream_servers
 
 from .helpers import load_compose
@@ -62,3 +63,46 @@ def test_nginx_accepts_the_docker_rendering(
     values["NGINX_LISTEN"] = values["NGINX_LISTEN"].replace("0.0.0.0", "127.0.0.1")
     result = _nginx_t(substitute(TEMPLATE.read_text(), values), tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def _blocks(config: str) -> dict[str, list[str]]:
+    """Each ``location``'s directives, keyed by its head line, and under ``"outside"`` every
+    directive outside a location (the server level among them)."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    outside: list[str] = []
+    for line in (raw.strip() for raw in config.splitlines()):
+        if line.startswith("location "):
+            current = blocks.setdefault(line.removesuffix("{").strip(), [])
+        elif line == "}":
+            current = None
+        elif line and not line.startswith("#"):
+            (current if current is not None else outside).append(line)
+    blocks["outside"] = outside
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    prefix = tmp_path_factory.mktemp("nginx-blocks")
+    return _blocks(render_nginx_config(18080, ["127.0.0.1:18081"], prefix))
+
+
+def test_every_proxying_location_proxies_alike(blocks: dict[str, list[str]]) -> None:
+    """Proxy settings live at server level: a location adding its own proxy_* directive
+    (one proxy_set_header drops every inherited header) would proxy differently."""
+    proxying = {
+        head: lines for head, lines in blocks.items() if any("proxy_pass" in x for x in lines)
+    }
+    assert set(proxying) == {"location /", "location = /v1/notifications/batch"}
+    for lines in proxying.values():
+        assert [x for x in lines if x.startswith("proxy_")] == ["proxy_pass http://notifier_api;"]
+    assert "proxy_set_header X-Request-Id $request_id;" in blocks["outside"]
+
+
+def test_body_limits_match_the_app(blocks: dict[str, list[str]]) -> None:
+    """The batch location's limit is the app's batch limit; every other body the app's
+    general one (the 413 details naming them are checked against nginx in tests/api)."""
+    assert f"client_max_body_size {MAX_BODY_BYTES // 1024}k;" in TEMPLATE.read_text()
+    batch = blocks["location = /v1/notifications/batch"]
+    assert f"client_max_body_size {MAX_BATCH_BODY_BYTES // (1024 * 1024)}m;" in batch
