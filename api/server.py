@@ -13,6 +13,7 @@ import signal
 from aiohttp import web
 
 from api.app import build_app
+from notifier import eventloop
 from notifier.broker import Broker, BrokerUnavailable
 from notifier.logging import configure_logging, get_logger
 from notifier.settings import Settings
@@ -59,14 +60,9 @@ async def run(settings: Settings, host: str, port: int, stop: asyncio.Event | No
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Blocking entry point of ``notifier api`` (uses uvloop when it is installed)."""
+    """Blocking entry point of ``notifier api``."""
     configure_logging(settings.log_format, settings.log_level)
     # A batch request allocates thousands of short-lived objects; the default gen-0
     # threshold (700) ran a collection every few items (measured: ~8 % of batch CPU).
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(run(settings, host, port))
-    else:
-        uvloop.run(run(settings, host, port))
+    eventloop.run(run(settings, host, port))

@@ -22,6 +22,7 @@ from emulator.app import EmulatorApp
 from emulator.keys import KeySet, check_env_dir, ensure_keys
 from emulator.state import EmulatorState
 from emulator.tls import public_url
+from notifier import eventloop
 
 DEFAULT_PORT = 8443
 STOP_GRACE_SECONDS = 1.0
@@ -142,7 +143,7 @@ def serve(
     app = EmulatorApp(keys, EmulatorState(token_lifetime=token_lifetime))
     print(f"emulator serving {endpoint}  (settings: set -a; . {keys.env_file})", flush=True)
     try:
-        asyncio.run(_serve(app, keys, host, port))
+        eventloop.run(_serve(app, keys, host, port))
     except RuntimeError as exc:  # granian's bind failed after all (a race with another)
         # granian appends a Rust backtrace to its message: the first line says it all
         reason = (str(exc).splitlines() or ["failed"])[0]

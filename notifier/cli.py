@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="consume, claim, push and record outcomes")
     worker.add_argument("--host", default="127.0.0.1")
     worker.add_argument("--metrics-port", type=int, required=True)
-    worker.add_argument("--concurrency", type=int, default=64)
+    worker.add_argument("--concurrency", type=int, default=256)
 
     apikey = sub.add_parser("apikey", help="manage API keys")
     apikey_sub = apikey.add_subparsers(dest="action", required=True)

@@ -34,6 +34,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from notifier import eventloop  # noqa: E402
 from notifier.models import Notification, Platform, Target, new_id  # noqa: E402
 from notifier.providers.factory import build_providers  # noqa: E402
 from notifier.settings import Settings, load_settings  # noqa: E402
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=256, help="requests in flight")
     parser.add_argument("--only", default="", help="comma-separated client name prefixes")
     args = parser.parse_args(argv)
-    asyncio.run(run(args))
+    eventloop.run(run(args))  # the loop the worker runs on
     return 0
 
 

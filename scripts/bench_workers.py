@@ -3,7 +3,9 @@
 For 1, 2 and 4 worker processes: pre-insert N notifications into a fresh PostgreSQL
 database and publish them (the queue fills while no worker runs), start the workers and
 time the drain (first to last ``sent_at``): delivered/s. Then a steady phase feeds a fixed
-rate for a few seconds to measure created->sent latency (p50/p99) and worker RSS.
+rate for a few seconds to measure created->sent latency (p50/p99) and worker RSS. "CPU ms"
+is the workers' CPU time per delivery during the drain; the lines below the table give the
+same for PostgreSQL, the emulator and RabbitMQ, which share the machine's cores.
 
     .venv/bin/python scripts/bench_workers.py [--count 20000] [--workers 1 2 4]
         [--concurrency 64] [--rate 1500] [--steady-seconds 8]
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -79,6 +82,7 @@ class Workers:
         self.env, self.n, self.concurrency = env, n, concurrency
         self.procs: list[asyncio.subprocess.Process] = []
         self.ports: list[int] = []
+        self.sent_before = 0  # sends already waited for (the workers' counters only grow)
 
     async def start(self) -> None:
         for _ in range(self.n):
@@ -108,6 +112,11 @@ class Workers:
                         pass
                     await asyncio.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the workers used so far."""
+        times = [psutil.Process(p.pid).cpu_times() for p in self.procs]
+        return sum(t.user + t.system for t in times)
+
     def rss_mb(self) -> list[float]:
         return [psutil.Process(p.pid).memory_info().rss / 2**20 for p in self.procs]
 
@@ -117,6 +126,28 @@ class Workers:
                 os.kill(p.pid, signal.SIGTERM)
         for p in self.procs:
             await p.wait()
+
+
+def others_cpu_seconds() -> dict[str, float]:
+    """CPU time so far of the other parts on this machine, by part (processes by name)."""
+    parts = {"postgresql": 0.0, "emulator": 0.0, "rabbitmq": 0.0}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        name, cmdline = proc.info["name"] or "", " ".join(proc.info["cmdline"] or [])
+        part = (
+            "postgresql"
+            if name.startswith("postgres")
+            else "rabbitmq"
+            if name == "beam.smp"
+            else "emulator"
+            if "emulator" in cmdline and "python" in name
+            else None
+        )
+        if part is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            parts[part] += times.user + times.system
+    return parts
 
 
 async def insert_publish(store: Any, broker: Broker, notes: list[Notification]) -> None:
@@ -139,14 +170,27 @@ async def sent_times(db_url: str, ids: list[str]) -> list[tuple[float, float]]:
     return [(float(r["c"]), float(r["s"])) for r in rows]
 
 
-async def wait_sent(db_url: str, ids: list[str], timeout: float = 300) -> list[tuple[float, float]]:
+async def wait_sent(
+    db_url: str, ids: list[str], workers: Workers, timeout: float = 300
+) -> list[tuple[float, float]]:
+    """Wait for the workers' ``/stats`` to count ``len(ids)`` more sends, then read the times.
+
+    Polling the workers, not the table, keeps the bench's own load off PostgreSQL.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        rows = await sent_times(db_url, ids)
-        if len(rows) >= len(ids) or loop.time() > deadline:
-            return rows
-        await asyncio.sleep(0.25)
+    target = workers.sent_before + len(ids)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while loop.time() < deadline:
+            sent = 0
+            for port in workers.ports:
+                with contextlib.suppress(httpx.HTTPError):
+                    sent += (await client.get(f"http://127.0.0.1:{port}/stats")).json()["sent"]
+            if sent >= target:
+                break
+            await asyncio.sleep(0.2)
+    workers.sent_before = target
+    return await sent_times(db_url, ids)
 
 
 async def run_one(
@@ -178,7 +222,10 @@ async def run_one(
                 await asyncio.sleep(0.5)
 
         sampler = asyncio.create_task(sample())
-        rows = await wait_sent(db_url, [n.id for n in notes])
+        cpu_start, others_start = workers.cpu_seconds(), others_cpu_seconds()
+        rows = await wait_sent(db_url, [n.id for n in notes], workers)
+        cpu = workers.cpu_seconds() - cpu_start
+        others = {k: v - others_start[k] for k, v in others_cpu_seconds().items()}
         sent = sorted(s for _, s in rows)
         drain = sent[-1] - sent[0] if len(sent) > 1 else float("nan")
         # steady phase: a fixed rate, latency created -> sent
@@ -191,7 +238,7 @@ async def run_one(
             await insert_publish(store, broker, chunk)
             steady += chunk
             await asyncio.sleep(max(0.0, t0 + len(steady) / args.rate - loop.time()))
-        srows = await wait_sent(db_url, [n.id for n in steady])
+        srows = await wait_sent(db_url, [n.id for n in steady], workers)
         sampler.cancel()
         lat = sorted((s - c) * 1000 for c, s in srows)
         return {
@@ -204,6 +251,8 @@ async def run_one(
             "p50_ms": statistics.median(lat) if lat else float("nan"),
             "p99_ms": lat[int(len(lat) * 0.99) - 1] if lat else float("nan"),
             "rss_mb": max(rss) if rss else float("nan"),
+            "cpu_ms": 1000 * cpu / len(rows) if rows else float("nan"),
+            "others_cpu_ms": {k: 1000 * v / max(1, len(rows)) for k, v in others.items()},
         }
     finally:
         await workers.stop()
@@ -225,13 +274,18 @@ async def main() -> None:
             results = [await run_one(args, n, emu.env) for n in args.workers]
     print(
         f"{'workers':>7} {'delivered':>9} {'drain s':>8} {'deliv/s':>8} "
-        f"{'steady/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}"
+        f"{'steady/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'CPU ms':>7}"
     )
     for r in results:
         print(
             f"{r['workers']:>7} {r['delivered']:>9} {r['drain_s']:>8.2f} {r['per_s']:>8.0f} "
-            f"{r['steady_rate']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['rss_mb']:>7.1f}"
+            f"{r['steady_rate']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+            f"{r['rss_mb']:>7.1f} {r['cpu_ms']:>7.3f}"
         )
+    print("CPU ms per delivery during the drain (user + system, all processes of the part):")
+    for r in results:
+        parts = "  ".join(f"{k} {v:.3f}" for k, v in r["others_cpu_ms"].items())
+        print(f"  {r['workers']} workers: workers {r['cpu_ms']:.3f}  {parts}")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._max_delay, self._flush)
-        # shield: a cancelled caller must not cancel the call the batch shares
-        return await asyncio.shield(future)
+        # A cancelled caller cancels only its own future; the batch's call goes on (and
+        # skips that future). Not shield(): that costs a second future per request.
+        return await future
 
     def _flush(self) -> None:
         if self._timer is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from aio_pika.abc import (
@@ -53,13 +53,15 @@ class Slots:
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @asynccontextmanager
-    async def hold(self, n: int) -> AsyncIterator[None]:
+    async def hold(self, n: int) -> AsyncIterator[Held]:
+        """Take ``n`` units (at most ``capacity``); the holder may give them back one by one."""
         n = max(1, min(n, self.capacity))
         await self._acquire(n)
+        held = Held(self, n)
         try:
-            yield
+            yield held
         finally:
-            self._release(n)
+            held.release_all()
 
     async def _acquire(self, n: int) -> None:
         if not self._waiters and self.free >= n:
@@ -87,6 +89,26 @@ class Slots:
             n, future = self._waiters.popleft()
             self.free -= n
             future.set_result(None)
+
+
+class Held:
+    """Units taken from :class:`Slots`, given back as each delivery finishes."""
+
+    __slots__ = ("_count", "_slots")
+
+    def __init__(self, slots: Slots, count: int) -> None:
+        self._slots = slots
+        self._count = count
+
+    def release_one(self) -> None:
+        if self._count:
+            self._count -= 1
+            self._slots._release(1)
+
+    def release_all(self) -> None:
+        if self._count:
+            count, self._count = self._count, 0
+            self._slots._release(count)
 
 
 class Consumer:
@@ -163,10 +185,12 @@ class Consumer:
         step = self._slots.capacity
         for start in range(0, len(ids), step):
             part = ids[start : start + step]
-            async with self._slots.hold(len(part)):
+            async with self._slots.hold(len(part)) as held:
                 if self._stopping:
                     return  # this part claimed nothing: left unacked, the broker requeues it
-                how = await self._deliver(part)
+                # each finished delivery frees its slot at once: a message's stragglers do
+                # not hold back the next message (its ack still waits for all of them)
+                how = await self._deliver(part, held.release_one)
             if how != "ack":
                 break
         if how == "crashed":  # a bug: requeue (the delivery limit dead-letters a poison one)
@@ -174,7 +198,7 @@ class Consumer:
             how = "nack"
         await self._settle(message, how)
 
-    async def _deliver(self, ids: Sequence[str]) -> str:
+    async def _deliver(self, ids: Sequence[str], each_done: Callable[[], None]) -> str:
         """Deliver ``ids``; how to settle their message: ``ack``, ``nack`` or ``crashed``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STORE_HOLD_SECONDS
@@ -182,7 +206,7 @@ class Consumer:
         while True:
             try:
                 # a retry re-claims every id: those finished meanwhile are dropped as final
-                await self.deliverer.deliver_many(ids)
+                await self.deliverer.deliver_many(ids, each_done=each_done)
                 return "ack"
             except StoreUnavailable:
                 if self._stopping or loop.time() + delay > deadline:

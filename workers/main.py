@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from notifier import eventloop
 from notifier.broker import Broker
 from notifier.delivery import Deliverer
 from notifier.logging import configure_logging, get_logger
@@ -43,7 +44,7 @@ def make_worker_id() -> str:
 def serve(settings: Settings, host: str, metrics_port: int, concurrency: int) -> None:
     """Run a worker until SIGTERM/SIGINT (blocking; owns its event loop)."""
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(run_worker(settings, host, metrics_port, concurrency))
+    eventloop.run(run_worker(settings, host, metrics_port, concurrency))
 
 
 async def _until_connected(

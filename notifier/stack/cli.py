@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--store", choices=("postgresql", "mongodb"), default=None)
     up.add_argument("--store-url", help="override the store URL (default: PostgreSQL on :5432)")
     up.add_argument("--queue", help="RabbitMQ work queue (default notifications)")
-    up.add_argument("--concurrency", type=int, help="deliveries in flight per worker (64)")
+    up.add_argument("--concurrency", type=int, help="deliveries in flight per worker (256)")
     up.add_argument("--lock-seconds", type=int, help="claim lock expiry (default 30)")
     up.add_argument("--nginx-port", type=int, help=f"default {_PORTS.nginx}")
     up.add_argument("--api-port", type=int, help=f"first API replica ({_PORTS.api_base})")

@@ -40,7 +40,7 @@ class StackConfig:
     amqp_url: str = DEFAULT_AMQP_URL
     queue: str = "notifications"
     workers: int = 2
-    concurrency: int = 64
+    concurrency: int = 256
     lock_seconds: int = 30
     ports: Ports = field(default_factory=Ports)
 
