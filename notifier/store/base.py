@@ -220,8 +220,14 @@ class NotificationStore(Protocol):
         otherwise it stays open and ``published_at = now`` (the caller republishes it).
         """
 
-    async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
-        """Count of documents per status (every status present, zeros included)."""
+    async def counts_by_status(
+        self, app: str | None = None, *, open_only: bool = False
+    ) -> dict[Status, int]:
+        """Count of documents per status (every status present, zeros included).
+
+        ``open_only`` counts only the open statuses (the others read 0): the backlog, cheap
+        whatever the size of the table, where counting final documents scans them all.
+        """
 
     async def reopen(self, id: str, now: datetime) -> bool:
         """Reset a ``failed`` or ``expired`` notification to ``pending`` (``notifier dlq replay``).

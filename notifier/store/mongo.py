@@ -345,8 +345,13 @@ class MongoStore(DeviceStoreMixin):
         return result.matched_count == 1
 
     @mapped
-    async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
-        pipeline: list[Document] = [{"$match": {"app": app}}] if app is not None else []
+    async def counts_by_status(
+        self, app: str | None = None, *, open_only: bool = False
+    ) -> dict[Status, int]:
+        match: Document = {"app": app} if app is not None else {}
+        if open_only:
+            match["status"] = {"$in": q.OPEN}
+        pipeline: list[Document] = [{"$match": match}] if match else []
         pipeline.append({"$group": {"_id": "$status", "n": {"$sum": 1}}})
         rows = await (await self._notifications.aggregate(pipeline)).to_list(None)
         counts = dict.fromkeys(Status, 0)

@@ -293,11 +293,14 @@ class PostgresStore:
             return False
         return await self._fetchrow(sql.REOPEN, id, now) is not None
 
-    async def counts_by_status(self, app: str | None = None) -> dict[Status, int]:
+    async def counts_by_status(
+        self, app: str | None = None, *, open_only: bool = False
+    ) -> dict[Status, int]:
         if app is None:
-            rows = await self._fetch(sql.COUNTS)
+            rows = await self._fetch(sql.COUNTS_OPEN if open_only else sql.COUNTS)
         else:
-            rows = await self._fetch(sql.COUNTS_FOR_APP, app)
+            query = sql.COUNTS_OPEN_FOR_APP if open_only else sql.COUNTS_FOR_APP
+            rows = await self._fetch(query, app)
         counts = dict.fromkeys(Status, 0)
         for r in rows:
             counts[Status(r["status"])] = r["n"]

@@ -310,6 +310,14 @@ RETURNING id
 
 COUNTS = "SELECT status, count(*) AS n FROM notifications GROUP BY status"
 COUNTS_FOR_APP = "SELECT status, count(*) AS n FROM notifications WHERE app = $1 GROUP BY status"
+# Served by the partial (open-only) indexes: the size of the backlog, not of the table.
+COUNTS_OPEN = (
+    f"SELECT status, count(*) AS n FROM notifications WHERE status IN {OPEN} GROUP BY status"
+)
+COUNTS_OPEN_FOR_APP = (
+    f"SELECT status, count(*) AS n FROM notifications WHERE status IN {OPEN} AND app = $1 "
+    "GROUP BY status"
+)
 
 # -- devices and API keys ------------------------------------------------------------------------
 

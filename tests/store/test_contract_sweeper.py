@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from notifier.models import AttemptOutcome, Status
 from notifier.settings import UnknownOutcomePolicy
-from notifier.store.base import NotificationStore, RecoveredLock
+from notifier.store.base import NotificationStore, Outcome, RecoveredLock
 from tests.store.conftest import ConnectStore, insert, make_notification
 
 GRACE = 10.0
@@ -157,3 +157,21 @@ async def test_counts_by_status_lists_every_status(store: NotificationStore, now
     counts_a = await store.counts_by_status("a")
     assert counts_a == {s: 0 for s in Status} | {Status.PENDING: 2, Status.SENT: 1}
     assert await store.counts_by_status("nobody") == dict.fromkeys(Status, 0)
+
+
+async def test_counts_by_status_open_only_counts_the_backlog(
+    store: NotificationStore, now: datetime
+) -> None:
+    """``open_only`` counts pending/scheduled/retrying as they are and reads final ones as 0."""
+    open_one = make_notification(now)
+    final_one = make_notification(now)
+    await store.insert_many([open_one, final_one])
+    claims = await store.claim_many([final_one.id], "w1", now, 30)
+    assert claims[final_one.id].won
+    await store.complete(final_one.id, "w1", Outcome(Status.SENT, AttemptOutcome.SENT, now))
+    counts = await store.counts_by_status(open_only=True)
+    assert counts == {**dict.fromkeys(Status, 0), Status.PENDING: 1}
+    full = await store.counts_by_status()
+    assert full[Status.PENDING] == 1 and full[Status.SENT] == 1
+    mine = await store.counts_by_status(open_one.app, open_only=True)
+    assert mine[Status.PENDING] == 1
