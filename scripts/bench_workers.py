@@ -8,7 +8,7 @@ is the workers' CPU time per delivery during the drain; the lines below the tabl
 same for PostgreSQL, the emulator and RabbitMQ, which share the machine's cores.
 
     .venv/bin/python scripts/bench_workers.py [--count 20000] [--workers 1 2 4]
-        [--concurrency 64] [--rate 1500] [--steady-seconds 8]
+        [--concurrency 256] [--rate 1500] [--steady-seconds 8]
 
 Needs RabbitMQ and PostgreSQL (scripts/services.sh up). Binds only to 127.0.0.1.
 """
@@ -265,7 +265,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--rate", type=float, default=1500)
     parser.add_argument("--steady-seconds", type=float, default=8)
     args = parser.parse_args()
