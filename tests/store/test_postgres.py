@@ -11,6 +11,7 @@ import pytest
 
 from notifier.models import Platform, Status
 from notifier.store import postgres_pool
+from notifier.store import postgres_sql as sql
 from notifier.store.base import StoreUnavailable
 from notifier.store.postgres import PostgresStore
 from tests.conftest import PG_ADMIN_URL
@@ -131,3 +132,35 @@ async def test_text_postgresql_cannot_hold_is_a_value_error(
             await store.upsert_device("a", "tok\x00", Platform.FCM, "u1", now)
     finally:
         await store.close()
+
+
+async def test_claims_and_cancels_find_rows_by_primary_key_on_an_idle_table(
+    fresh_pg_url: str,
+) -> None:
+    """Statistics of an idle table show no open documents; the claim must still go by the
+    primary key, not the open-only indexes (which a burst of 100,000 would make a scan)."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        await store.setup()
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute(
+            "INSERT INTO notifications (id, app, target_platform, target_token, status, "
+            "priority, data, created_at, updated_at) SELECT 'n' || g, 'a', 'fcm', 't' || g, "
+            "'sent', 'high', '{}'::jsonb, now(), now() FROM generate_series(1, 20000) g"
+        )
+        await conn.execute("ANALYZE notifications")  # 20,000 documents, none open
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        for name, query in (("claim", sql.CLAIM_MANY), ("cancel", sql.CANCEL)):
+            statement = await conn.prepare(query)
+            types = [t.name for t in statement.get_parameters()]
+            await conn.execute(f"PREPARE q_{name}({', '.join(types)}) AS {query}")
+            nulls = ", ".join("NULL" for _ in types)
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE q_{name}({nulls})"))
+            # by id (the primary key, or (app, id) for a cancel): no scan, no open-only index
+            assert "Index Cond: (id = " in plan or "AND (id = $1)" in plan, plan
+            assert "Seq Scan" not in plan and "notifications_open" not in plan, plan
+    finally:
+        await conn.close()
