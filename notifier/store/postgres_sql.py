@@ -64,19 +64,16 @@ CREATE INDEX IF NOT EXISTS notifications_target_token
     ON notifications (target_token);
 CREATE INDEX IF NOT EXISTS notifications_app_id
     ON notifications (app, id DESC);
--- The sweeper's scan of open documents. No index holds published_at, so marking a document
--- published (the API, right after the insert) can be a heap-only (HOT) update, which adds no
--- index entries, when its page has room: hence the fillfactor (measured: about 1 mark in 5
--- is HOT at 85).
+-- The sweeper's two takes (TAKE_DUE_FOR_PUBLISH): open documents never published, by when
+-- they fall due, and open documents published, by when. A document is in at most one, and
+-- in neither once final; the first stays the size of what awaits a publish.
 DROP INDEX IF EXISTS notifications_open_published;
-CREATE INDEX IF NOT EXISTS notifications_open_created
-    ON notifications (created_at) WHERE status IN {OPEN};
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = 'notifications'::regclass
-                   AND reloptions @> ARRAY['fillfactor=85']) THEN
-        ALTER TABLE notifications SET (fillfactor = 85);
-    END IF;
-END $$;
+DROP INDEX IF EXISTS notifications_open_created;
+CREATE INDEX IF NOT EXISTS notifications_open_unpublished_due
+    ON notifications ((coalesce(next_attempt_at, '-infinity')))
+    WHERE published_at IS NULL AND status IN {OPEN};
+CREATE INDEX IF NOT EXISTS notifications_open_published_at
+    ON notifications (published_at) WHERE published_at IS NOT NULL AND status IN {OPEN};
 
 CREATE TABLE IF NOT EXISTS devices (
     app text NOT NULL,
@@ -273,23 +270,36 @@ RETURNING n.id
 # -- sweeper ------------------------------------------------------------------------------------
 
 # $1 now, $2 limit, $3 unpublished grace cut-off, $4 stale published cut-off.
+# Two takes, each on its own partial index, so that a round reads what it publishes and
+# not the backlog: under a burst of 100,000 queued (published) documents, one scan of all
+# open documents per round and worker was a steady share of PostgreSQL's CPU.
+# - never published (due scheduled/retrying ones, pending ones past the grace): the index
+#   holds unpublished open documents only, keyed by when they fall due;
+# - published long ago and never claimed since (a lost wake-up): by published_at.
+_DUE_UNLOCKED = """(scheduled_for IS NULL OR scheduled_for <= $1)
+      AND (locked_by IS NULL OR lock_expiry < $1)"""
 TAKE_DUE_FOR_PUBLISH = f"""
-WITH c AS (
+WITH unpublished AS (
     SELECT id FROM notifications
-    WHERE status IN {OPEN}
-      AND (published_at IS NULL OR published_at < $4)
-      AND (locked_by IS NULL OR lock_expiry < $1)
-      AND (scheduled_for IS NULL OR scheduled_for <= $1)
-      AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-      AND (
-        (published_at IS NULL AND status IN ('scheduled', 'retrying'))
-        OR (published_at IS NULL AND status = 'pending' AND created_at < $3)
-        OR (published_at < $4 AND (locked_at IS NULL OR locked_at < published_at))
-      )
+    WHERE published_at IS NULL AND status IN {OPEN}
+      AND coalesce(next_attempt_at, '-infinity') <= $1
+      AND {_DUE_UNLOCKED}
+      AND (status <> 'pending' OR created_at < $3)
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), stale AS (
+    SELECT id FROM notifications
+    WHERE published_at < $4 AND status IN {OPEN}
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+      AND {_DUE_UNLOCKED}
+      AND (locked_at IS NULL OR locked_at < published_at)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), c AS (
+    SELECT id FROM unpublished UNION SELECT id FROM stale
 )
-UPDATE notifications n SET published_at = $1 FROM c WHERE n.id = c.id
+UPDATE notifications n SET published_at = $1
+FROM (SELECT id FROM c LIMIT $2) c WHERE n.id = c.id
 RETURNING n.id
 """
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -164,3 +165,52 @@ async def test_claims_and_cancels_find_rows_by_primary_key_on_an_idle_table(
             assert "Seq Scan" not in plan and "notifications_open" not in plan, plan
     finally:
         await conn.close()
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def test_the_sweepers_take_reads_what_it_publishes_not_the_backlog(
+    fresh_pg_url: str,
+) -> None:
+    """A burst leaves 20,000 published, unclaimed documents in the queue; a sweeper round
+    (every second, in every worker) must not read them all to find the few it publishes."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        await store.setup()
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute(
+            "INSERT INTO notifications (id, app, target_platform, target_token, status, "
+            "priority, data, created_at, updated_at, published_at) SELECT 'n' || g, 'a', "
+            "'fcm', 't' || g, 'pending', 'high', '{}'::jsonb, now() - interval '1 minute', "
+            "now(), CASE WHEN g % 1000 = 0 THEN NULL ELSE now() - interval '50 seconds' END "
+            "FROM generate_series(1, 20000) g"
+        )
+        await conn.execute("ANALYZE notifications")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        now = await conn.fetchval("SELECT now()")
+        statement = await conn.prepare("EXPLAIN (ANALYZE) " + sql.TAKE_DUE_FOR_PUBLISH)
+        with contextlib.suppress(_Rollback):
+            async with conn.transaction():
+                rows = await statement.fetch(
+                    now, 500, now - timedelta(seconds=30), now - timedelta(hours=24)
+                )
+                raise _Rollback
+    finally:
+        await conn.close()
+    plan = "\n".join(r[0] for r in rows)
+    assert "Seq Scan" not in plan, plan
+    removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+    assert max(removed, default=0) < 100, plan
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:  # and it takes exactly the 20 never published
+        taken = await store.take_due_for_publish(
+            now, limit=500, unpublished_grace_seconds=30, stale_published_seconds=24 * 3600
+        )
+    finally:
+        await store.close()
+    assert sorted(taken) == sorted(f"n{g}" for g in range(1000, 20001, 1000))
