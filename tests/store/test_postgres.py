@@ -135,25 +135,36 @@ async def test_text_postgresql_cannot_hold_is_a_value_error(
         await store.close()
 
 
+async def _analyzed_table(
+    url: str, status: str, created_at: str, published_at: str
+) -> asyncpg.Connection:
+    """20,000 documents ``'n' || g`` (SQL expressions over ``g`` give their columns), then
+    ANALYZE; the connection plans prepared statements generically, as the pool's do."""
+    store = await PostgresStore.connect(url)
+    try:
+        await store.setup()
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(url)
+    await conn.execute(
+        "INSERT INTO notifications (id, app, target_platform, target_token, status, priority, "
+        "data, created_at, updated_at, published_at) SELECT 'n' || g, 'a', 'fcm', 't' || g, "
+        f"{status}, 'high', '{{}}'::jsonb, {created_at}, now(), {published_at} "
+        "FROM generate_series(1, 20000) g"
+    )
+    await conn.execute("ANALYZE notifications")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    return conn
+
+
 async def test_claims_and_cancels_find_rows_by_primary_key_on_an_idle_table(
     fresh_pg_url: str,
 ) -> None:
     """Statistics of an idle table show no open documents; the claim must still go by the
     primary key, not the open-only indexes (which a burst of 100,000 would make a scan)."""
-    store = await PostgresStore.connect(fresh_pg_url)
+    # 20,000 documents, none open
+    conn = await _analyzed_table(fresh_pg_url, "'sent'", "now()", "NULL")
     try:
-        await store.setup()
-    finally:
-        await store.close()
-    conn = await asyncpg.connect(fresh_pg_url)
-    try:
-        await conn.execute(
-            "INSERT INTO notifications (id, app, target_platform, target_token, status, "
-            "priority, data, created_at, updated_at) SELECT 'n' || g, 'a', 'fcm', 't' || g, "
-            "'sent', 'high', '{}'::jsonb, now(), now() FROM generate_series(1, 20000) g"
-        )
-        await conn.execute("ANALYZE notifications")  # 20,000 documents, none open
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
         for name, query in (("claim", sql.CLAIM_MANY), ("cancel", sql.CANCEL)):
             statement = await conn.prepare(query)
             types = [t.name for t in statement.get_parameters()]
@@ -176,22 +187,11 @@ async def test_the_sweepers_take_reads_what_it_publishes_not_the_backlog(
 ) -> None:
     """A burst leaves 20,000 published, unclaimed documents in the queue; a sweeper round
     (every second, in every worker) must not read them all to find the few it publishes."""
-    store = await PostgresStore.connect(fresh_pg_url)
+    published = "CASE WHEN g % 1000 = 0 THEN NULL ELSE now() - interval '50 seconds' END"
+    conn = await _analyzed_table(
+        fresh_pg_url, "'pending'", "now() - interval '1 minute'", published
+    )
     try:
-        await store.setup()
-    finally:
-        await store.close()
-    conn = await asyncpg.connect(fresh_pg_url)
-    try:
-        await conn.execute(
-            "INSERT INTO notifications (id, app, target_platform, target_token, status, "
-            "priority, data, created_at, updated_at, published_at) SELECT 'n' || g, 'a', "
-            "'fcm', 't' || g, 'pending', 'high', '{}'::jsonb, now() - interval '1 minute', "
-            "now(), CASE WHEN g % 1000 = 0 THEN NULL ELSE now() - interval '50 seconds' END "
-            "FROM generate_series(1, 20000) g"
-        )
-        await conn.execute("ANALYZE notifications")
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
         now = await conn.fetchval("SELECT now()")
         statement = await conn.prepare("EXPLAIN (ANALYZE) " + sql.TAKE_DUE_FOR_PUBLISH)
         with contextlib.suppress(_Rollback):
