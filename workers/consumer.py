@@ -3,7 +3,8 @@
 A message carries one or more ids (``notifier.broker``). ``concurrency`` bounds the
 notifications a worker has claimed and not yet finished: a message takes one slot per id
 (at most ``concurrency``; a bigger message is delivered in parts) before it claims its ids
-in one ``claim_many``, and gives them back once their outcomes are durable (its ack follows).
+in one ``claim_many``, and gives each back as soon as that id's outcome is durable (the
+message's ack follows its last one).
 Messages are fetched on ``ceil(concurrency / NOTIFIER_PREFETCH)`` channels of the worker's
 one robust connection, each with ``prefetch`` unacked messages; a message waiting for slots
 has claimed nothing, so after a crash it simply comes back. Each message is handled in a
