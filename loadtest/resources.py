@@ -58,6 +58,19 @@ def _listener_pid(port: int) -> int | None:
     return None
 
 
+def service_pids() -> dict[str, int | None]:
+    """RabbitMQ's and PostgreSQL's PIDs, found by their listening ports (None: not found)."""
+    return {name: _listener_pid(port) for name, port in SERVICE_PORTS.items()}
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) so far of a process and its live descendants."""
+    try:
+        return sum(cpu for _, _, cpu, _ in _family(psutil.Process(pid)))
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 class ResourceSampler:
     """Call :meth:`sample` now and then (about once a second); read :meth:`summary` at the end."""
 
@@ -65,7 +78,7 @@ class ResourceSampler:
         self.pids_dir = pids_dir
         self.started = time.time()
         self.usage: dict[str, _Usage] = {}
-        self.services = {name: _listener_pid(port) for name, port in SERVICE_PORTS.items()}
+        self.services = service_pids()
         self.machine_start = _machine_busy_seconds()
         self.load_start = os.getloadavg()[0]
         self.last_sample = 0.0

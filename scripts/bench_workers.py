@@ -35,7 +35,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emulator.testing import free_port, run_emulator  # noqa: E402
+from emulator.testing import EmulatorHandle, free_port, run_emulator  # noqa: E402
+from loadtest.resources import family_cpu_seconds, service_pids  # noqa: E402
 from notifier.broker import Broker  # noqa: E402
 from notifier.models import Notification, Platform, Target, new_id, utcnow  # noqa: E402
 from notifier.settings import load_settings  # noqa: E402
@@ -114,8 +115,7 @@ class Workers:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the workers used so far."""
-        times = [psutil.Process(p.pid).cpu_times() for p in self.procs]
-        return sum(t.user + t.system for t in times)
+        return sum(family_cpu_seconds(p.pid) for p in self.procs)
 
     def rss_mb(self) -> list[float]:
         return [psutil.Process(p.pid).memory_info().rss / 2**20 for p in self.procs]
@@ -128,26 +128,10 @@ class Workers:
             await p.wait()
 
 
-def others_cpu_seconds() -> dict[str, float]:
-    """CPU time so far of the other parts on this machine, by part (processes by name)."""
-    parts = {"postgresql": 0.0, "emulator": 0.0, "rabbitmq": 0.0}
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        name, cmdline = proc.info["name"] or "", " ".join(proc.info["cmdline"] or [])
-        part = (
-            "postgresql"
-            if name.startswith("postgres")
-            else "rabbitmq"
-            if name == "beam.smp"
-            else "emulator"
-            if "emulator" in cmdline and "python" in name
-            else None
-        )
-        if part is None:
-            continue
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            parts[part] += times.user + times.system
-    return parts
+def others_cpu_seconds(emulator_pid: int) -> dict[str, float]:
+    """CPU time so far of the other parts on this machine (each with its child processes)."""
+    pids = {**service_pids(), "emulator": emulator_pid}
+    return {name: family_cpu_seconds(pid) if pid else 0.0 for name, pid in pids.items()}
 
 
 async def insert_publish(store: Any, broker: Broker, notes: list[Notification]) -> None:
@@ -193,9 +177,7 @@ async def wait_sent(
     return await sent_times(db_url, ids)
 
 
-async def run_one(
-    args: argparse.Namespace, n_workers: int, emu_env: dict[str, str]
-) -> dict[str, Any]:
+async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle) -> dict[str, Any]:
     db = await create_db()
     db_url = urlunsplit(urlsplit(PG_ADMIN)._replace(path="/" + db))
     queue = f"bench.{os.getpid()}.{secrets.token_hex(3)}"
@@ -204,7 +186,7 @@ async def run_one(
         "NOTIFIER_AMQP_URL": AMQP,
         "NOTIFIER_QUEUE": queue,
         "NOTIFIER_LOG_LEVEL": "warning",
-        **emu_env,
+        **emu.env,
     }
     settings = load_settings(env)
     store = await open_store(settings)
@@ -222,10 +204,10 @@ async def run_one(
                 await asyncio.sleep(0.5)
 
         sampler = asyncio.create_task(sample())
-        cpu_start, others_start = workers.cpu_seconds(), others_cpu_seconds()
+        cpu_start, others_start = workers.cpu_seconds(), others_cpu_seconds(emu.pid)
         rows = await wait_sent(db_url, [n.id for n in notes], workers)
         cpu = workers.cpu_seconds() - cpu_start
-        others = {k: v - others_start[k] for k, v in others_cpu_seconds().items()}
+        others = {k: v - others_start[k] for k, v in others_cpu_seconds(emu.pid).items()}
         sent = sorted(s for _, s in rows)
         drain = sent[-1] - sent[0] if len(sent) > 1 else float("nan")
         # steady phase: a fixed rate, latency created -> sent
@@ -271,7 +253,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as keys:
         async with run_emulator(Path(keys)) as emu:
-            results = [await run_one(args, n, emu.env) for n in args.workers]
+            results = [await run_one(args, n, emu) for n in args.workers]
     print(
         f"{'workers':>7} {'delivered':>9} {'drain s':>8} {'deliv/s':>8} "
         f"{'steady/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'CPU ms':>7}"
