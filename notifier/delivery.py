@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from notifier import metrics
+from notifier.deadlines import Deadlines
 from notifier.logging import get_logger
 from notifier.models import AttemptOutcome, LastError, Notification, Platform, Status, utcnow
 from notifier.providers.base import Provider, PushOutcome, PushResult
@@ -148,6 +149,7 @@ class Deliverer:
         self._rng = rng
         # A provider call never outlives this, whatever the client's own timeouts do.
         self._push_timeout = settings.provider_timeout_seconds * 2 + 5
+        self._deadlines = Deadlines()
         self._claims = _Children(metrics.CLAIMS.labels)
         self._suppressed = _Children(metrics.DUPLICATES_SUPPRESSED.labels)
         self._claim_latency = _Children(metrics.CLAIM_LATENCY.labels)
@@ -224,15 +226,13 @@ class Deliverer:
         provider = notification.target.platform.value
         self._claims("won").inc()
         self._claim_latency(provider).observe(_seconds(notification.created_at, now))
-        metrics.INFLIGHT.inc()
-        self.stats.inflight += 1
+        self.stats.inflight += 1  # the INFLIGHT gauge reads it (workers.main)
         try:
             # logs name the notification explicitly: binding context vars per delivery cost
             # about 5 % of a worker's CPU
             decision = await self._attempt(notification, now)
             return await self._finish(notification, decision)
         finally:
-            metrics.INFLIGHT.dec()
             self.stats.inflight -= 1
 
     async def _attempt(self, notification: Notification, now: datetime) -> _Decision:
@@ -256,8 +256,7 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(self._push_timeout):  # no extra task, unlike wait_for
-                result = await provider.send(notification)
+            result = await self._deadlines.bound(provider.send(notification), self._push_timeout)
         except TimeoutError:
             result = PushResult(PushOutcome.RETRY, code="timeout", message="provider timed out")
         except Exception as exc:  # a client bug must not wedge the message: retry, then DLQ

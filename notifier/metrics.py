@@ -26,6 +26,8 @@ from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
 
+from notifier.hotmetrics import LocalCounter, LocalHistogram
+
 API_REGISTRY = CollectorRegistry()
 WORKER_REGISTRY = CollectorRegistry()
 for _registry in (API_REGISTRY, WORKER_REGISTRY):
@@ -72,62 +74,65 @@ RATE_LIMITED = Counter(
 )
 
 # -- worker -----------------------------------------------------------------------------------
-MESSAGES_CONSUMED = Counter(
+# Updated on every push: kept in plain numbers (notifier.hotmetrics), the rest in
+# prometheus_client's own metrics.
+MESSAGES_CONSUMED = LocalCounter(
     "notifier_messages_consumed",
     "Broker messages received by the worker.",
-    registry=WORKER_REGISTRY,
+    (),
+    WORKER_REGISTRY,
 )
-DELIVERIES = Counter(
+DELIVERIES = LocalCounter(
     "notifier_deliveries",
     "Push attempts finished, by provider and outcome "
     "(sent, retry, token_dead, permanent, expired).",
     ["provider", "outcome"],
-    registry=WORKER_REGISTRY,
+    WORKER_REGISTRY,
 )
-PROVIDER_RESPONSES = Counter(
+PROVIDER_RESPONSES = LocalCounter(
     "notifier_provider_responses",
     "Provider answers by provider, HTTP status class and enumerated reason code.",
     ["provider", "status_class", "code"],
-    registry=WORKER_REGISTRY,
+    WORKER_REGISTRY,
 )
-PROVIDER_DURATION = Histogram(
+PROVIDER_DURATION = LocalHistogram(
     "notifier_provider_request_duration_seconds",
     "Claimed to provider answered: one push request, by provider.",
     ["provider"],
+    WORKER_REGISTRY,
     buckets=PROVIDER_BUCKETS,
-    registry=WORKER_REGISTRY,
 )
-CLAIM_LATENCY = Histogram(
+CLAIM_LATENCY = LocalHistogram(
     "notifier_claim_latency_seconds",
     "Accepted (created) to claimed by a worker, by provider.",
     ["provider"],
+    WORKER_REGISTRY,
     buckets=END_TO_END_BUCKETS,
-    registry=WORKER_REGISTRY,
 )
-DELIVERY_LATENCY = Histogram(
+DELIVERY_LATENCY = LocalHistogram(
     "notifier_delivery_latency_seconds",
     "Accepted (created) to sent, end to end, by provider.",
     ["provider"],
+    WORKER_REGISTRY,
     buckets=END_TO_END_BUCKETS,
-    registry=WORKER_REGISTRY,
 )
-CLAIMS = Counter(
+CLAIMS = LocalCounter(
     "notifier_claims",
     "Claim attempts on stored documents, by result (won, lost).",
     ["result"],
-    registry=WORKER_REGISTRY,
+    WORKER_REGISTRY,
 )
-DUPLICATES_SUPPRESSED = Counter(
+DUPLICATES_SUPPRESSED = LocalCounter(
     "notifier_duplicates_suppressed",
     "Messages acked and dropped because the document was missing, final, locked or not due.",
     ["reason"],
-    registry=WORKER_REGISTRY,
+    WORKER_REGISTRY,
 )
-RETRIES_SCHEDULED = Counter(
+RETRIES_SCHEDULED = LocalCounter(
     "notifier_retries_scheduled",
     "Attempts that ended in a scheduled retry, by provider.",
     ["provider"],
-    registry=WORKER_REGISTRY,
+    WORKER_REGISTRY,
 )
 DEAD_LETTERED = Counter(
     "notifier_dead_lettered",

@@ -15,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from notifier import eventloop
+from notifier import eventloop, metrics
 from notifier.broker import Broker
 from notifier.delivery import Deliverer
 from notifier.logging import configure_logging, get_logger
@@ -108,6 +108,8 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
             complete=batcher.complete,
             claim=claims.claim,
         )
+        # read at scrape time: an inc() and a dec() per push cost two lock round trips
+        metrics.INFLIGHT.set_function(lambda: deliverer.stats.inflight)
         consumer = Consumer(settings, broker.connection, deliverer, concurrency=concurrency)
         stack.push_async_callback(consumer.close)
         sweeper = Sweeper(settings, store, broker)

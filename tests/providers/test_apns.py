@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.metrics import PROVIDER_RESPONSES
+from notifier.metrics import WORKER_REGISTRY
 from notifier.models import Platform, Priority
 from notifier.providers.apns import ApnsProvider, ProviderToken
 from notifier.providers.base import PushOutcome
@@ -113,14 +113,17 @@ async def test_token_faults_map_to_outcomes(
 ) -> None:
     n = apns_notification()
     await emulator.control.set_fault(n.target.token, fault)
-    counted = PROVIDER_RESPONSES.labels(
-        provider="apns", status_class=f"{status // 100}xx", code=code
-    )
-    before = counted._value.get()
+    labels = {"provider": "apns", "status_class": f"{status // 100}xx", "code": code}
+
+    def counted() -> float:
+        value = WORKER_REGISTRY.get_sample_value("notifier_provider_responses_total", labels)
+        return value or 0.0
+
+    before = counted()
     result = await apns.send(n)
     assert (result.outcome, result.code, result.provider_status) == (outcome, code, status)
     assert await emulator.control.delivery(n.id) is None
-    assert counted._value.get() == before + 1
+    assert counted() == before + 1
 
 
 async def test_too_many_requests_is_a_retry_honouring_retry_after(
