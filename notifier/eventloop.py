@@ -1,20 +1,41 @@
-"""Run a service's main coroutine on uvloop when it is installed (asyncio's loop otherwise).
+"""Run a service's main coroutine: on uvloop when installed, with a quieter garbage collector.
 
 uvloop runs the same asyncio code with a libuv core; measured here it cut the CPU per
 delivery of a worker and per request of the API (figures in the README).
+
+CPython's cyclic collector scans its young generation every 700 net container allocations.
+A worker crosses that many times a second in short bursts (decoding a batch of claimed rows,
+starting a message's push tasks) although reference counting frees nearly all of it: in a
+2-worker drain each worker ran about 450 collections and a few full ones, near a tenth of
+its CPU. So before serving, what is alive (modules, classes, settings) moves to the
+permanent generation, never scanned again, and the young threshold is raised to 10,000:
+collections then run only when garbage really accumulates (none in that drain; RSS did not
+change).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Freeze what is alive now and raise the young generation's threshold."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)``, on uvloop where available."""
+    """``asyncio.run(main)``, on uvloop where available, after :func:`settle_gc`."""
+    settle_gc()
     try:
         import uvloop
     except ImportError:
