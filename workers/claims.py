@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from notifier.models import utcnow
-from notifier.store.base import ClaimMiss, ClaimResult, NotificationStore
+from notifier.store.base import MISSING, ClaimMiss, ClaimResult, NotificationStore
 from workers.batching import MicroBatcher
 
 
@@ -54,7 +54,7 @@ class ClaimBatcher(MicroBatcher[Sequence[str], dict[str, ClaimResult]]):
             for nid in request_ids:
                 if nid in mine:
                     continue
-                result = results.get(nid, ClaimResult(None, ClaimMiss.MISSING))
+                result = results.get(nid, MISSING)
                 if nid in handed and result.won:
                     result = ClaimResult(None, ClaimMiss.LOCKED)  # the first asker has it
                 handed.add(nid)

@@ -67,6 +67,9 @@ class ClaimResult:
         return self.notification is not None
 
 
+MISSING = ClaimResult(None, ClaimMiss.MISSING)  # frozen: one shared instance will do
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a worker writes after one push attempt.

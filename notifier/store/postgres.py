@@ -25,9 +25,9 @@ from notifier.models import (
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import postgres_sql as sql
 from notifier.store.base import (
+    MISSING,
     OUTCOME_UNKNOWN,
     CancelResult,
-    ClaimMiss,
     ClaimResult,
     InsertResult,
     Outcome,
@@ -214,7 +214,7 @@ class PostgresStore:
     async def claim_many(
         self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
     ) -> dict[str, ClaimResult]:
-        results = {id: ClaimResult(None, ClaimMiss.MISSING) for id in ids}
+        results = dict.fromkeys(ids, MISSING)
         wanted = [id for id in results if storable(id)]
         if not wanted:
             return results
