@@ -79,6 +79,7 @@ class EmulatorState:
         self.delays: dict[str, int] = {}
         self.auth = AuthSwitches(token_lifetime=self.default_token_lifetime)
         self.deliveries: dict[str, list[Any]] = {}  # id -> [count, first, last, platform]
+        self.repeats = 0  # pushes of an id already counted (summed here: summary() is polled)
         self.platforms = {"apns": PlatformCounts(), "fcm": PlatformCounts()}
         self.token_requests = 0
         self.recent.clear()
@@ -159,6 +160,7 @@ class EmulatorState:
         else:
             entry[0] += 1
             entry[2] = now
+            self.repeats += 1
 
     def reject(self, platform: str) -> None:
         self.platforms[platform].rejected += 1
@@ -167,12 +169,11 @@ class EmulatorState:
         self.platforms[platform].connections.add(client)
 
     def summary(self) -> dict[str, Any]:
-        counted = sum(entry[0] for entry in self.deliveries.values())
         accepted = sum(p.accepted for p in self.platforms.values())
         return {
             "accepted": accepted,
             "unique": len(self.deliveries),
-            "duplicates": counted - len(self.deliveries),
+            "duplicates": self.repeats,
             "rejected": sum(p.rejected for p in self.platforms.values()),
             "token_requests": self.token_requests,
             "by_platform": {name: p.to_dict() for name, p in self.platforms.items()},
