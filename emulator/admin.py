@@ -4,7 +4,8 @@
 GET      /_emulator/health               ``{"ok": true, "pid": ...}``
 GET      /_emulator/summary              ``{accepted, unique, duplicates, rejected,
                                          token_requests, by_platform}``
-GET      /_emulator/deliveries           bulk export ``{id: [count, first_received_at]}``
+GET      /_emulator/deliveries?skip=N    bulk export ``{id: [count, first_received_at]}`` of
+                                         the ids first received after the first N
 GET      /_emulator/deliveries/{id}      ``{id, count, first_received_at, last_received_at,
                                          platform}`` or 404
 GET      /_emulator/requests?limit=N     the last accepted pushes (headers, payload)
@@ -112,7 +113,8 @@ def _get(state: EmulatorState, route: str, query: str) -> Response:
     if route == "summary":
         return _json(200, state.summary())
     if route == "deliveries":
-        return _json(200, state.export())
+        skip = parse_qs(query).get("skip", ["0"])[0]
+        return _json(200, state.export(int(skip) if skip.isdigit() else 0))
     if route.startswith("deliveries/"):
         found = state.delivery(unquote(route[len("deliveries/") :]).lower())
         return _json(200, found) if found else _json(404, {"error": "not delivered"})

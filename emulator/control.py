@@ -136,9 +136,10 @@ class EmulatorControl:
         result: dict[str, Any] | None = await self._call("GET", f"deliveries/{notification_id}")
         return result
 
-    async def deliveries(self) -> dict[str, list[Any]]:
-        """Bulk export: ``{id: [count, first_received_at]}``."""
-        result: dict[str, list[Any]] = await self._call("GET", "deliveries")
+    async def deliveries(self, skip: int = 0) -> dict[str, list[Any]]:
+        """Bulk export: ``{id: [count, first_received_at]}``, past the first ``skip`` ids."""
+        route = f"deliveries?skip={skip}" if skip else "deliveries"
+        result: dict[str, list[Any]] = await self._call("GET", route)
         return result
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:

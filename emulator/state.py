@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 WILDCARD = "*"  # a fault set for this token applies to every token without its own
@@ -192,9 +193,14 @@ class EmulatorState:
             "platform": platform,
         }
 
-    def export(self) -> dict[str, list[Any]]:
-        """``{id: [count, first_received_at]}`` for every counted id."""
-        return {nid: [entry[0], entry[1]] for nid, entry in self.deliveries.items()}
+    def export(self, skip: int = 0) -> dict[str, list[Any]]:
+        """``{id: [count, first_received_at]}`` for every counted id but the first ``skip``.
+
+        Ids are kept in the order they were first received, so a caller that read
+        ``unique`` before its run can ask for what came since rather than for everything.
+        """
+        items = islice(self.deliveries.items(), max(0, skip), None)
+        return {nid: [entry[0], entry[1]] for nid, entry in items}
 
 
 def now() -> float:

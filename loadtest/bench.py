@@ -217,7 +217,7 @@ async def run_bench(args: argparse.Namespace, config: StackConfig) -> dict[str, 
                 run = _Run(args, config, app, store, session, control, progress, sampler)
                 stats = await run.submit(key, payloads)
                 counts = await run.drain(len(stats.ids))
-            deliveries = await control.deliveries()
+            deliveries = await control.deliveries(skip=run.baseline)  # only since this run
         report = account(stats.ids, deliveries, counts)
         return _summary(args, config, app, stats, report, run.kills, sampler.summary())
     finally:

@@ -24,6 +24,7 @@ class Deadlines:
         self._due: dict[asyncio.Task[object], float] = {}
         self._cancelled: set[asyncio.Task[object]] = set()
         self._check_handle: asyncio.TimerHandle | None = None
+        self._check_loop: asyncio.AbstractEventLoop | None = None
 
     async def bound(self, awaitable: Awaitable[T], seconds: float) -> T:
         """Await ``awaitable``; raise :class:`TimeoutError` once it has run ``seconds`` (+ period).
@@ -35,8 +36,9 @@ class Deadlines:
             raise RuntimeError("Deadlines.bound() needs a running task")
         loop = task.get_loop()
         self._due[task] = loop.time() + seconds
-        if self._check_handle is None:
+        if self._check_handle is None or self._check_loop is not loop:  # (a new loop: tests)
             self._check_handle = loop.call_later(self._period, self._check)
+            self._check_loop = loop
         try:
             return await awaitable
         except asyncio.CancelledError:

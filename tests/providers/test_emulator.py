@@ -484,6 +484,9 @@ async def test_counting_per_notification_id_counts_duplicates(client, emu) -> No
     assert delivery["first_received_at"] <= delivery["last_received_at"] <= time.time()
     exported = await emu.control.deliveries()
     assert exported[apns_id][0] == 2 and exported["n-1"][0] == 1
+    # past the first id received (apns_id): what came since, for a run that read `unique`
+    assert await emu.control.deliveries(skip=1) == {"n-1": exported["n-1"]}
+    assert await emu.control.deliveries(skip=2) == {}
     assert await emu.control.delivery(str(uuid.uuid4())) is None
     recent = await emu.control.recent(10)
     assert "authorization" not in json.dumps(recent)
