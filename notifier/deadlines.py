@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from notifier.eventloop import RunningLoop
+
 T = TypeVar("T")
 
 
@@ -25,16 +27,17 @@ class Deadlines:
         self._cancelled: set[asyncio.Task[object]] = set()
         self._check_handle: asyncio.TimerHandle | None = None
         self._check_loop: asyncio.AbstractEventLoop | None = None
+        self._running = RunningLoop()
 
     async def bound(self, awaitable: Awaitable[T], seconds: float) -> T:
         """Await ``awaitable``; raise :class:`TimeoutError` once it has run ``seconds`` (+ period).
 
         A coroutine, not a context manager: a generator-based one costs more than the timer.
         """
-        task = asyncio.current_task()
+        loop = self._running.get()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("Deadlines.bound() needs a running task")
-        loop = task.get_loop()
         self._due[task] = loop.time() + seconds
         if self._check_handle is None or self._check_loop is not loop:  # (a new loop: tests)
             self._check_handle = loop.call_later(self._period, self._check)
@@ -55,7 +58,7 @@ class Deadlines:
         self._check_handle = None
         if not self._due:
             return  # idle: the next bound() re-arms the check
-        loop = asyncio.get_running_loop()
+        loop = self._running.get()
         now = loop.time()
         for task, deadline in self._due.items():
             if deadline <= now and task not in self._cancelled:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from tenacity import (
 
 from notifier import metrics
 from notifier.deadlines import Deadlines
+from notifier.eventloop import RunningLoop
 from notifier.logging import get_logger
 from notifier.models import AttemptOutcome, LastError, Notification, Platform, Status, utcnow
 from notifier.providers.base import Provider, PushOutcome, PushResult
@@ -150,6 +152,7 @@ class Deliverer:
         # A provider call never outlives this, whatever the client's own timeouts do.
         self._push_timeout = settings.provider_timeout_seconds * 2 + 5
         self._deadlines = Deadlines()
+        self._loop = RunningLoop()
         self._claims = _Children(metrics.CLAIMS.labels)
         self._suppressed = _Children(metrics.DUPLICATES_SUPPRESSED.labels)
         self._claim_latency = _Children(metrics.CLAIM_LATENCY.labels)
@@ -194,9 +197,10 @@ class Deliverer:
                 await self._run(claims[ids[0]], each_done)
             ]
         else:
-            outcomes = await asyncio.gather(
-                *(self._run(claims[i], each_done) for i in ids), return_exceptions=True
-            )
+            # tasks made here: gather() would look the running loop up once per coroutine
+            loop = self._loop.get()
+            tasks = [loop.create_task(self._run(claims[i], each_done)) for i in ids]
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         results: list[DeliveryResult] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -253,8 +257,7 @@ class Deliverer:
                 code="provider_not_configured",
                 message=f"no {platform.value} provider is configured in this worker",
             )
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         try:
             result = await self._deadlines.bound(provider.send(notification), self._push_timeout)
         except TimeoutError:
@@ -266,7 +269,7 @@ class Deliverer:
             result = PushResult(
                 PushOutcome.RETRY, code="provider_error", message=type(exc).__name__
             )
-        self._provider_duration(platform.value).observe(loop.time() - started)
+        self._provider_duration(platform.value).observe(time.perf_counter() - started)
         log.debug(
             "provider_answered",
             notification_id=notification.id,

@@ -33,6 +33,28 @@ def settle_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+class RunningLoop:
+    """``asyncio.get_running_loop()``, remembered, for objects used from one thread.
+
+    On Python 3.11 each ``get_running_loop()`` makes a ``getpid()`` system call (a check
+    that the loop was not inherited through ``fork``; 3.12 keeps the loop in the thread
+    state), and a worker asked several times per push. A remembered loop stays right while
+    it runs, since a thread runs one loop at a time; once it stops (a test's loop, say) the
+    next call looks again.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, on uvloop where available, after :func:`settle_gc`."""
     settle_gc()

@@ -12,6 +12,8 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
+from notifier.eventloop import RunningLoop
+
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
 
@@ -26,6 +28,7 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._loop = RunningLoop()
 
     @abstractmethod
     async def _run(self, requests: list[RequestT]) -> list[ResultT]:
@@ -36,7 +39,7 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         return 1
 
     async def _submit(self, request: RequestT) -> ResultT:
-        loop = asyncio.get_running_loop()
+        loop = self._loop.get()
         future: asyncio.Future[ResultT] = loop.create_future()
         self._pending.append((request, future))
         self._size += self._weight(request)
@@ -55,7 +58,7 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         if not self._pending:
             return
         batch, self._pending, self._size = self._pending, [], 0
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = self._loop.get().create_task(self._send(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
