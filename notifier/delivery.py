@@ -28,7 +28,7 @@ from tenacity import (
 from notifier import metrics
 from notifier.deadlines import Deadlines
 from notifier.eventloop import RunningLoop
-from notifier.logging import get_logger
+from notifier.logging import debug_enabled, get_logger
 from notifier.models import AttemptOutcome, LastError, Notification, Platform, Status, utcnow
 from notifier.providers.base import Provider, PushOutcome, PushResult
 from notifier.retry import next_attempt_at
@@ -270,14 +270,15 @@ class Deliverer:
                 PushOutcome.RETRY, code="provider_error", message=type(exc).__name__
             )
         self._provider_duration(platform.value).observe(time.perf_counter() - started)
-        log.debug(
-            "provider_answered",
-            notification_id=notification.id,
-            provider=platform.value,
-            outcome=result.outcome.value,
-            status=result.provider_status,
-            code=result.code,
-        )
+        if debug_enabled():
+            log.debug(
+                "provider_answered",
+                notification_id=notification.id,
+                provider=platform.value,
+                outcome=result.outcome.value,
+                status=result.provider_status,
+                code=result.code,
+            )
         return result
 
     def _decide(self, n: Notification, result: PushResult, now: datetime) -> _Decision:
@@ -347,16 +348,17 @@ class Deliverer:
         # sent and retrying are counted by metrics (and kept in the history); logging each
         # would cost more than the push. Final failures stay visible at info.
         final_failure = outcome.status in (Status.FAILED, Status.EXPIRED)
-        log_event = log.info if final_failure else log.debug
-        log_event(
-            "delivery_finished",
-            notification_id=n.id,
-            status=outcome.status.value,
-            attempt=n.attempts,
-            provider=provider,
-            provider_status=outcome.provider_status,
-            code=outcome.last_error.code if outcome.last_error else None,
-        )
+        if final_failure or debug_enabled():
+            log_event = log.info if final_failure else log.debug
+            log_event(
+                "delivery_finished",
+                notification_id=n.id,
+                status=outcome.status.value,
+                attempt=n.attempts,
+                provider=provider,
+                provider_status=outcome.provider_status,
+                code=outcome.last_error.code if outcome.last_error else None,
+            )
         if decision.deactivate:
             await self._deactivate(n, outcome, decision.token_invalid_since)
         if decision.dead_letter_reason is not None:
