@@ -3,6 +3,7 @@ provider interface (the emulator-backed runs are in test_worker_processes.py).""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -156,6 +157,31 @@ async def test_ttl_passed_expires_without_a_push(
     d = deliverer(make_settings(), store, broker, provider)
     assert await d.deliver(old.id) is DeliveryResult.EXPIRED
     assert provider.calls == []
+
+
+class HangingProvider(ScriptedProvider):
+    """A client whose call never returns, whatever its own timeouts were meant to do."""
+
+    async def send(self, notification: Notification) -> PushResult:
+        self.calls.append(notification.id)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_provider_call_that_never_returns_becomes_a_retry(
+    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+) -> None:
+    # the outer bound is twice the provider timeout plus 5 s, checked once a second
+    settings = make_settings(provider_timeout_seconds=0.1)
+    note = make_notification(Platform.FCM)
+    await insert_and_publish(store, None, [note])
+    provider = HangingProvider(Platform.FCM)
+    d = deliverer(settings, store, broker, provider)
+    assert await asyncio.wait_for(d.deliver(note.id), 30) is DeliveryResult.RETRYING
+    stored = await store.get(note.id)
+    assert stored is not None and stored.status is Status.RETRYING
+    assert stored.last_error is not None and stored.last_error.code == "timeout"
+    assert provider.calls == [note.id]
 
 
 @pytest.mark.parametrize("platform", [Platform.APNS])
