@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from notifier import eventloop  # noqa: E402
 from notifier.apikeys import generate_key, hash_key  # noqa: E402
+from notifier.broker import delete_queues  # noqa: E402
 from notifier.models import utcnow  # noqa: E402
 from notifier.nginxconf import render_nginx_config  # noqa: E402
 from notifier.settings import load_settings  # noqa: E402
@@ -223,6 +224,12 @@ class Stack:
         parts = urlsplit(PG_ADMIN_URL)
         self.store_url = urlunsplit(parts._replace(path="/" + self.db))
         self.queue = f"bench_api.{os.getpid()}.{secrets.token_hex(3)}"
+        self.env = {
+            "NOTIFIER_STORE_URL": self.store_url,
+            "NOTIFIER_AMQP_URL": AMQP_URL,
+            "NOTIFIER_QUEUE": self.queue,
+        }
+        self.settings = load_settings(self.env)
         self.procs: list[asyncio.subprocess.Process] = []
         self.port = _free_port()
         self.key = generate_key()
@@ -231,16 +238,10 @@ class Stack:
         conn = await asyncpg.connect(PG_ADMIN_URL)
         await conn.execute(f'CREATE DATABASE "{self.db}"')
         await conn.close()
-        env = {
-            "NOTIFIER_STORE_URL": self.store_url,
-            "NOTIFIER_AMQP_URL": AMQP_URL,
-            "NOTIFIER_QUEUE": self.queue,
-        }
-        settings = load_settings(env)
-        store = await open_store(settings)
+        store = await open_store(self.settings)
         await store.add_api_key("bench", hash_key(self.key), utcnow())
         await store.close()
-        env |= {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+        env = self.env | {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
         env["NOTIFIER_LOG_LEVEL"] = "warning"
         ports = [_free_port(), _free_port()]
         log = (self.run_dir / "api.log").open("ab")
@@ -286,18 +287,11 @@ class Stack:
         await conn.close()
         for attempt in range(10):  # the shared broker may be restarting: retry a while
             try:
-                await self._delete_queues()
+                await delete_queues(self.settings)
                 return
             except (OSError, aio_pika.exceptions.AMQPError):
                 await asyncio.sleep(1 + attempt)
         print(f"could not delete queue {self.queue}; delete it by hand", file=sys.stderr)
-
-    async def _delete_queues(self) -> None:
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            for name in (self.queue, f"{self.queue}.dead"):
-                await channel.queue_delete(name)
 
 
 async def _wait_up(url: str) -> None:

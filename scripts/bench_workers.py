@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import asyncpg
 import httpx
 import psutil
@@ -37,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from emulator.testing import EmulatorHandle, free_port, run_emulator  # noqa: E402
 from loadtest.resources import family_cpu_seconds, service_pids  # noqa: E402
-from notifier.broker import Broker  # noqa: E402
+from notifier.broker import Broker, delete_queues  # noqa: E402
 from notifier.models import Notification, Platform, Target, new_id, utcnow  # noqa: E402
-from notifier.settings import Settings, load_settings  # noqa: E402
+from notifier.settings import load_settings  # noqa: E402
 from notifier.store.factory import open_store  # noqa: E402
 
 PG_ADMIN = os.environ.get(
@@ -248,18 +247,6 @@ async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle)
         await store.close()
         await drop_db(db)
         await delete_queues(settings)
-
-
-async def delete_queues(settings: Settings) -> None:
-    """The run's work and dead-letter queues: quorum queues left behind pile up in RabbitMQ
-    (a few hundred made its every operation slow)."""
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        for name in (settings.queue, settings.dead_letter_queue):
-            await channel.queue_delete(name)
-    finally:
-        await connection.close()
 
 
 async def main() -> None:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import orjson
 import pytest
 import pytest_asyncio
@@ -18,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from notifier.apikeys import generate_key, hash_key
-from notifier.broker import Broker, decode
+from notifier.broker import Broker, decode, delete_queues
 from notifier.models import Status, utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
@@ -89,14 +88,6 @@ class Api:
         key = generate_key()
         await self.store.add_api_key(app_name or self.app_name, hash_key(key), utcnow())
         return key
-
-
-async def delete_queues(settings: Settings) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in (settings.queue, settings.dead_letter_queue):
-            await channel.queue_delete(name)
 
 
 @pytest.fixture
