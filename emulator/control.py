@@ -131,6 +131,10 @@ class EmulatorControl:
         result: dict[str, Any] = await self._call("GET", "summary")
         return result
 
+    async def pushed(self) -> int:
+        """Distinct notification ids received so far (the summary's ``unique``)."""
+        return int((await self.summary())["unique"])
+
     async def delivery(self, notification_id: str) -> dict[str, Any] | None:
         """``{id, count, first_received_at, last_received_at, platform}`` or ``None``."""
         result: dict[str, Any] | None = await self._call("GET", f"deliveries/{notification_id}")

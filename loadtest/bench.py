@@ -126,7 +126,7 @@ class _Run:
 
     async def submit(self, key: str, payloads: list[dict[str, Any]]) -> SubmitStats:
         """Submit everything (killing workers meanwhile when asked); returns what was accepted."""
-        self.baseline = baseline = await self._pushed()
+        self.baseline = baseline = await self.control.pushed()
         task = self.progress.add_task("submit ", total=len(payloads))
         submitter = Submitter(
             self.session,
@@ -159,13 +159,10 @@ class _Run:
         """Keep killing while work is in flight: until every accepted id was pushed once."""
         deadline = time.monotonic() + self.args.drain_timeout
         while time.monotonic() < deadline:
-            if await self._pushed() - baseline >= accepted:
+            if await self.control.pushed() - baseline >= accepted:
                 return
             await asyncio.sleep(0.5)
             self.sampler.sample()
-
-    async def _pushed(self) -> int:
-        return int((await self.control.summary()).get("unique", 0))
 
     async def drain(self, accepted: int) -> dict[str, int]:
         """Wait until every accepted notification of the app is final, or the timeout.
@@ -180,7 +177,7 @@ class _Run:
         deadline = time.monotonic() + self.args.drain_timeout
         next_check = time.monotonic() + STORE_CHECK_SECONDS
         while time.monotonic() < deadline:
-            pushed = await self._pushed() - self.baseline
+            pushed = await self.control.pushed() - self.baseline
             self.progress.update(task, completed=min(accepted, pushed))
             if pushed >= accepted or time.monotonic() >= next_check:
                 next_check = time.monotonic() + STORE_CHECK_SECONDS

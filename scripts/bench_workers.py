@@ -165,7 +165,7 @@ async def wait_sent(
     deadline = loop.time() + timeout
     target = pushed_before + len(ids)
     while loop.time() < deadline:
-        if await pushed(emu) >= target:
+        if await emu.control.pushed() >= target:
             break
         await asyncio.sleep(0.2)
     while True:  # then the last outcome writes
@@ -173,11 +173,6 @@ async def wait_sent(
         if len(rows) >= len(ids) or loop.time() >= deadline:
             return rows
         await asyncio.sleep(0.05)
-
-
-async def pushed(emu: EmulatorHandle) -> int:
-    """Distinct notification ids the emulator has received so far."""
-    return int((await emu.control.summary())["unique"])
 
 
 async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle) -> dict[str, Any]:
@@ -197,7 +192,7 @@ async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle)
     workers = Workers(env, n_workers, args.concurrency)
     try:
         notes = [note(i) for i in range(args.count)]
-        before = await pushed(emu)
+        before = await emu.control.pushed()
         await insert_publish(store, broker, notes)
         await workers.start()
         rss: list[float] = []
@@ -216,7 +211,7 @@ async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle)
         drain = sent[-1] - sent[0] if len(sent) > 1 else float("nan")
         # steady phase: a fixed rate, latency created -> sent
         steady: list[Notification] = []
-        before = await pushed(emu)
+        before = await emu.control.pushed()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         per_tick = max(1, int(args.rate / 20))

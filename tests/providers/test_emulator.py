@@ -475,6 +475,7 @@ async def test_counting_per_notification_id_counts_duplicates(client, emu) -> No
 
     summary = await emu.control.summary()
     assert (summary["accepted"], summary["unique"], summary["duplicates"]) == (3, 2, 1)
+    assert await emu.control.pushed() == 2
     assert summary["rejected"] == 1
     assert summary["token_requests"] == 1
     assert summary["by_platform"]["apns"]["accepted"] == 2
