@@ -182,7 +182,8 @@ AUTH_TOKEN_REFRESHES = Counter(
 )
 NOTIFICATIONS_BY_STATUS = Gauge(
     "notifier_notifications",
-    "Stored notifications by status, as last counted by this worker.",
+    "Notifications not yet final (the backlog: pending, scheduled, retrying) by status, "
+    "as last counted by this worker.",
     ["status"],
     registry=WORKER_REGISTRY,
 )

@@ -146,6 +146,28 @@ async def test_scheduled_notifications_are_never_pushed_early(
         assert parse_time(delivery["first_received_at"]) >= due
 
 
+async def test_stats_and_metrics_count_the_backlog_by_status(
+    workers: WorkerPool, store: NotificationStore, broker: Broker
+) -> None:
+    proc = await workers.start(concurrency=8)
+    later = utcnow() + timedelta(hours=1)
+    waiting = [make_notification(Platform.FCM, scheduled_for=later) for _ in range(3)]
+    done = [make_notification(Platform.APNS) for _ in range(2)]
+    await insert_and_publish(store, broker, waiting + done)
+    await wait_final(store, [n.id for n in done], timeout=30)
+    backlog = {"pending": 0, "scheduled": 3, "retrying": 0}
+
+    async def counted() -> bool:
+        return bool((await proc.stats())["by_status"] == backlog)
+
+    # /stats recounts at most once a second: the exact dict also says no final status is
+    # counted (that would scan the whole table, from every worker).
+    await wait_for(counted, timeout=10, what="/stats by_status == the backlog")
+    exposition = (await proc.get("/metrics")).text
+    assert 'notifier_notifications{status="scheduled"} 3.0' in exposition
+    assert 'notifier_notifications{status="sent"}' not in exposition
+
+
 async def test_sigterm_drains_in_flight_deliveries_without_duplicates(
     workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
 ) -> None:
