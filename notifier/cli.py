@@ -36,11 +36,35 @@ def _parser() -> argparse.ArgumentParser:
     create = apikey_sub.add_parser("create", help="create a key; prints it once")
     create.add_argument("--app", required=True)
 
+    prune = sub.add_parser("prune", help="delete final notifications older than N days (retention)")
+    prune.add_argument("--older-than-days", type=_positive_days, required=True, metavar="N")
+    prune.add_argument("--batch", type=_positive_int, default=5000, help="rows per round")
+
     sub.add_parser("dlq", help="inspect or replay the dead-letter queue (list|replay)")
     sub.add_parser("emulator", help="local FCM and APNs stand-ins with fault injection")
     sub.add_parser("stack", help="run the whole pipeline on this machine (up|down|status)")
     sub.add_parser("bench", help="end-to-end throughput, latency, duplicates and losses")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 < value <= 36500:  # NaN and infinity fail too
+        raise argparse.ArgumentTypeError(f"must be a number of days in (0, 36500], got {text}")
+    return value
 
 
 def _settings() -> Settings:
@@ -91,6 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         key = asyncio.run(create_key(settings, args.app))
         print(key)
+    elif args.command == "prune":
+        from datetime import timedelta
+
+        from notifier.retention import prune
+
+        age = timedelta(days=args.older_than_days)
+        deleted = asyncio.run(
+            prune(
+                settings,
+                age,
+                batch=args.batch,
+                progress=lambda n: print(f"deleted {n} so far", file=sys.stderr),
+            )
+        )
+        print(f"deleted {deleted} final notifications older than {args.older_than_days:g} days")
     return 0
 
 

@@ -68,6 +68,14 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+def id_floor(moment: datetime) -> str:
+    """The smallest UUIDv7 text of ``moment``'s millisecond: every id made earlier sorts below
+    it (byte order), every id made at or after it sorts at or above it."""
+    ms = int(as_utc(moment).timestamp() * 1000)
+    digits = f"{max(0, ms):012x}"
+    return f"{digits[:8]}-{digits[8:]}-7000-8000-000000000000"
+
+
 def token_hint(token: str) -> str:
     """A short, stable stand-in for a device token in logs: never the token itself."""
     digest = hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -240,6 +240,14 @@ class NotificationStore(Protocol):
         calls :meth:`unmark_published` if that fails). False when it is not failed/expired.
         """
 
+    async def delete_final(self, before: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` final notifications (sent, failed, cancelled, expired)
+        created and last updated before ``before``; the number deleted (``notifier prune``).
+
+        Open ones are kept whatever their age. The scan is bounded by the id (UUIDv7 ids sort
+        by creation time), so a round costs the rows it deletes, not the table.
+        """
+
     # -- devices ----------------------------------------------------------------------------
     async def upsert_device(
         self, app: str, token: str, platform: Platform, user_id: str | None, now: datetime

@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from notifier.models import OPEN_STATUSES, Attempt, Notification, Status
+from notifier.models import OPEN_STATUSES, Attempt, Notification, Status, id_floor
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import mongo_queries as q
 from notifier.store.base import (
@@ -343,6 +343,18 @@ class MongoStore(DeviceStoreMixin):
             },
         )
         return result.matched_count == 1
+
+    @mapped
+    async def delete_final(self, before: datetime, *, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        match = q.final_before(id_floor(before), before)
+        cursor = self._notifications.find(match, {"_id": 1}).sort("_id", 1).limit(limit)
+        ids = [d["_id"] for d in await cursor.to_list(None)]
+        if not ids:
+            return 0
+        result = await self._notifications.delete_many({**match, "_id": {"$in": ids}})
+        return result.deleted_count
 
     @mapped
     async def counts_by_status(

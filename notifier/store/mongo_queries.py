@@ -17,7 +17,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from notifier.models import OPEN_STATUSES, AttemptOutcome, Status
+from notifier.models import FINAL_STATUSES, OPEN_STATUSES, AttemptOutcome, Status
 from notifier.store.base import Outcome
 from notifier.store.mongo_documents import last_error_to_document
 
@@ -25,6 +25,7 @@ Filter = dict[str, Any]
 Pipeline = list[dict[str, Any]]
 
 OPEN = sorted(s.value for s in OPEN_STATUSES)
+FINAL = sorted(s.value for s in FINAL_STATUSES)
 LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry"]
 
 NOTIFICATION_INDEXES = [
@@ -235,6 +236,16 @@ def due_for_publish(now: datetime, grace_cutoff: datetime, stale_cutoff: datetim
 def take_filter(base: Filter, id: str, published_at: datetime | None) -> Filter:
     """Compare-and-set guard for one candidate: still matching, ``published_at`` unchanged."""
     return {**base, "_id": id, "$and": [*base["$and"], {"published_at": published_at}]}
+
+
+def final_before(floor: str, before: datetime) -> Filter:
+    """Final documents made and last updated before ``before`` (``floor``: its id floor)."""
+    return {
+        "_id": {"$lt": floor},
+        "status": {"$in": FINAL},
+        "created_at": {"$lt": before},
+        "updated_at": {"$lt": before},
+    }
 
 
 def expired_locks(now: datetime) -> Filter:

@@ -21,6 +21,7 @@ from notifier.models import (
     Notification,
     Platform,
     Status,
+    id_floor,
 )
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import postgres_sql as sql
@@ -292,6 +293,12 @@ class PostgresStore:
         if not storable(id):
             return False
         return await self._fetchrow(sql.REOPEN, id, now) is not None
+
+    async def delete_final(self, before: datetime, *, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        status = await self._execute(sql.DELETE_FINAL, id_floor(before), before, limit)
+        return int(status.split()[-1])
 
     async def counts_by_status(
         self, app: str | None = None, *, open_only: bool = False

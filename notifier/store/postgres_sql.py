@@ -327,6 +327,19 @@ FROM c WHERE n.id = c.id
 RETURNING n.id, c.unknown, NOT (c.unknown AND $3) AS republish
 """
 
+# $1 the id floor of $2 (ids below it were made before $2), $3 limit. In id order over the
+# primary key: old rows first, and the scan stops at the floor.
+DELETE_FINAL = f"""
+WITH c AS (
+    SELECT id FROM notifications
+    WHERE id < $1 AND status IN {FINAL} AND created_at < $2 AND updated_at < $2
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM notifications n USING c WHERE n.id = c.id
+"""
+
 REOPEN = """
 UPDATE notifications
 SET status = 'pending', next_attempt_at = NULL, locked_by = NULL, locked_at = NULL,
