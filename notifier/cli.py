@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from notifier.settings import Settings, SettingsError, load_settings
 
@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--app", required=True)
 
     prune = sub.add_parser("prune", help="delete final notifications older than N days (retention)")
-    prune.add_argument("--older-than-days", type=_positive_days, required=True, metavar="N")
-    prune.add_argument("--batch", type=_positive_int, default=5000, help="rows per round")
+    prune.add_argument("--older-than-days", type=_int_in(1, 36500), required=True, metavar="N")
+    prune.add_argument("--batch", type=_int_in(1, 1_000_000), default=5000, help="rows per round")
 
     sub.add_parser("dlq", help="inspect or replay the dead-letter queue (list|replay)")
     sub.add_parser("emulator", help="local FCM and APNs stand-ins with fault injection")
@@ -47,24 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``, else one line saying what is wrong."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
 
-def _positive_days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not 0 < value <= 36500:  # NaN and infinity fail too
-        raise argparse.ArgumentTypeError(f"must be a number of days in (0, 36500], got {text}")
-    return value
+    return parse
 
 
 def _settings() -> Settings:
@@ -129,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=lambda n: print(f"deleted {n} so far", file=sys.stderr),
             )
         )
-        print(f"deleted {deleted} final notifications older than {args.older_than_days:g} days")
+        print(f"deleted {deleted} final notifications older than {args.older_than_days} days")
     return 0
 
 
