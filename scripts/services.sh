@@ -4,7 +4,7 @@
 # each answers, and reuses what already runs. Also installs nginx and Prometheus, which
 # the tests and `notifier stack` start themselves with the repo's configs.
 #
-#   scripts/services.sh up|down|status|install|vhost-add NAME|vhost-delete NAME
+#   scripts/services.sh up|down|status|install|vhost-add NAME|vhost-delete NAME|pg-stop|pg-start
 #
 # Connection URLs (defaults the tests use):
 #   postgresql://notifier:notifier@127.0.0.1:5432/notifier
@@ -137,5 +137,7 @@ case "${1:-up}" in
     up) install; rabbit_up; pg_up ;;
     down) rabbit_down; pg_down ;;
     status) status ;;
-    *) echo "usage: $0 up|down|status|install|vhost-add NAME|vhost-delete NAME" >&2; exit 2 ;;
+    pg-stop) pg_down ;;    # the store-restart test: stop and start PostgreSQL alone
+    pg-start) pg_up ;;
+    *) echo "usage: $0 up|down|status|install|vhost-add NAME|vhost-delete NAME|pg-stop|pg-start" >&2; exit 2 ;;
 esac
