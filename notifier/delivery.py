@@ -157,6 +157,7 @@ class Deliverer:
         self._suppressed = _Children(metrics.DUPLICATES_SUPPRESSED.labels)
         self._claim_latency = _Children(metrics.CLAIM_LATENCY.labels)
         self._provider_duration = _Children(metrics.PROVIDER_DURATION.labels)
+        self._outcome_write = _Children(metrics.OUTCOME_WRITE_DURATION.labels)
         self._deliveries = _Children(metrics.DELIVERIES.labels)
         self._delivery_latency = _Children(metrics.DELIVERY_LATENCY.labels)
         self._retries = _Children(metrics.RETRIES_SCHEDULED.labels)
@@ -334,7 +335,10 @@ class Deliverer:
     async def _finish(self, n: Notification, decision: _Decision) -> DeliveryResult:
         outcome = decision.outcome
         provider = n.target.platform.value
-        if not await self._write_outcome(n.id, outcome):
+        started = time.perf_counter()
+        written = await self._write_outcome(n.id, outcome)
+        self._outcome_write(provider).observe(time.perf_counter() - started)
+        if not written:
             self._claims("lease_lost").inc()
             log.warning(
                 "lock_lost_before_outcome", notification_id=n.id, status=outcome.status.value

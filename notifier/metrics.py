@@ -102,6 +102,14 @@ PROVIDER_DURATION = LocalHistogram(
     WORKER_REGISTRY,
     buckets=PROVIDER_BUCKETS,
 )
+OUTCOME_WRITE_DURATION = LocalHistogram(
+    "notifier_outcome_write_duration_seconds",
+    "Provider answered to outcome stored: the crash window (a worker dying in it leaves a "
+    "push that may be sent again), by provider.",
+    ["provider"],
+    WORKER_REGISTRY,
+    buckets=PROVIDER_BUCKETS,
+)
 CLAIM_LATENCY = LocalHistogram(
     "notifier_claim_latency_seconds",
     "Accepted (created) to claimed by a worker, by provider.",
