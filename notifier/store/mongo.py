@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from notifier.models import OPEN_STATUSES, Attempt, Notification, Status, id_floor
+from notifier.models import Attempt, Notification, Status, as_utc, id_floor
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store import mongo_queries as q
 from notifier.store.base import (
@@ -50,6 +50,18 @@ from notifier.store.mongo_documents import (
 DUPLICATE_KEY = 11000
 
 
+def _classify_miss(doc: Document | None, now: datetime) -> ClaimMiss:
+    """Why a claim missed, from the document as read right after (for metrics only)."""
+    if doc is None:
+        return ClaimMiss.MISSING
+    if doc["status"] not in q.OPEN:
+        return ClaimMiss.FINAL
+    expiry = doc.get("lockExpiry")
+    if doc.get("lockedBy") is not None and (expiry is None or as_utc(expiry) >= now):
+        return ClaimMiss.LOCKED
+    return ClaimMiss.NOT_DUE
+
+
 class MongoStore(DeviceStoreMixin):
     """:class:`~notifier.store.base.NotificationStore` on MongoDB."""
 
@@ -61,6 +73,7 @@ class MongoStore(DeviceStoreMixin):
         self._notifications: AsyncCollection[Document] = db["notifications"]
         self._devices = db["devices"]
         self._api_keys = db["api_keys"]
+        self.closed = False
 
     @classmethod
     async def connect(cls, url: str) -> MongoStore:
@@ -76,6 +89,7 @@ class MongoStore(DeviceStoreMixin):
         await self._devices.create_indexes(q.DEVICE_INDEXES)
 
     async def close(self) -> None:
+        self.closed = True
         await self._client.close()
 
     @mapped
@@ -103,7 +117,7 @@ class MongoStore(DeviceStoreMixin):
             key = (n.app, n.idempotency_key or "")
             first = notifications[first_of_key[key]]
             existing = first if first.id in created else stored.get(key)
-            if existing is None:  # nothing deletes notifications, so the conflict cannot vanish
+            if existing is None:  # a prune deleted it between the two steps: retry later
                 raise StoreUnavailable("idempotency conflict without a stored notification")
             results.append(InsertResult(existing, False))
         return results
@@ -208,43 +222,41 @@ class MongoStore(DeviceStoreMixin):
         return CancelResult.CONFLICT, current
 
     # -- worker side ----------------------------------------------------------------------------
-    @mapped
     async def claim(
         self, id: str, worker_id: str, now: datetime, lock_seconds: float
     ) -> ClaimResult:
-        attempt = attempt_to_document(Attempt(worker=worker_id, started_at=now))
-        expiry = now + timedelta(seconds=lock_seconds)
-        doc = await self._notifications.find_one_and_update(
-            q.claim_filter(id, now),
-            q.claim_update(worker_id, now, expiry, attempt),
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is not None:
-            return ClaimResult(document_to_notification(doc))
-        return ClaimResult(None, await self._classify_miss(id, now))
+        return (await self.claim_many([id], worker_id, now, lock_seconds))[id]
 
+    @mapped
     async def claim_many(
         self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
     ) -> dict[str, ClaimResult]:
         # One atomic find_one_and_update per document, all in flight at once: MongoDB has no
-        # multi-document compare-and-set that returns the documents it changed.
+        # multi-document compare-and-set that returns the documents it changed. The misses
+        # are then classified with one read for all of them.
         distinct = list(dict.fromkeys(ids))
-        results = await asyncio.gather(
-            *(self.claim(id, worker_id, now, lock_seconds) for id in distinct)
+        attempt = attempt_to_document(Attempt(worker=worker_id, started_at=now))
+        update = q.claim_update(worker_id, now, now + timedelta(seconds=lock_seconds), attempt)
+        won = await asyncio.gather(
+            *(
+                self._notifications.find_one_and_update(
+                    q.claim_filter(id, now), update, return_document=ReturnDocument.AFTER
+                )
+                for id in distinct
+            )
         )
-        return dict(zip(distinct, results, strict=True))
-
-    async def _classify_miss(self, id: str, now: datetime) -> ClaimMiss:
-        current = await self.get(id)
-        if current is None:
-            return ClaimMiss.MISSING
-        if current.status not in OPEN_STATUSES:
-            return ClaimMiss.FINAL
-        if current.locked_by is not None and (
-            current.lock_expiry is None or current.lock_expiry >= now
-        ):
-            return ClaimMiss.LOCKED
-        return ClaimMiss.NOT_DUE
+        results = {
+            id: ClaimResult(document_to_notification(doc))
+            for id, doc in zip(distinct, won, strict=True)
+            if doc is not None
+        }
+        missed = [id for id in distinct if id not in results]
+        if missed:
+            cursor = self._notifications.find({"_id": {"$in": missed}}, q.MISS_PROJECTION)
+            current = {d["_id"]: d for d in await cursor.to_list(None)}
+            for id in missed:
+                results[id] = ClaimResult(None, _classify_miss(current.get(id), now))
+        return {id: results[id] for id in distinct}
 
     @mapped
     async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:

@@ -55,10 +55,14 @@ def unavailable_on_network_errors() -> Iterator[None]:
 
 
 def mapped(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Coroutine[Any, Any, _R]]:
-    """Decorate a store method with :func:`unavailable_on_network_errors`."""
+    """Decorate a store method with :func:`unavailable_on_network_errors`; a store whose
+    ``closed`` is true raises :class:`StoreUnavailable` (PyMongo would raise
+    ``InvalidOperation``, which also signals real misuse and so is not mapped itself)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if args and getattr(args[0], "closed", False) is True:
+            raise StoreUnavailable("the MongoDB store is closed")
         with unavailable_on_network_errors():
             return await fn(*args, **kwargs)
 

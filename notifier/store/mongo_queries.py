@@ -27,6 +27,8 @@ Pipeline = list[dict[str, Any]]
 OPEN = sorted(s.value for s in OPEN_STATUSES)
 FINAL = sorted(s.value for s in FINAL_STATUSES)
 LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry"]
+# What classifying a missed claim reads.
+MISS_PROJECTION = {"status": 1, "lockedBy": 1, "lockExpiry": 1}
 
 NOTIFICATION_INDEXES = [
     IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),

@@ -126,7 +126,7 @@ class PostgresStore:
             key = (n.app, n.idempotency_key or "")
             first = notifications[first_of_key[key]]
             existing = first if first.id in created else stored.get(key)
-            if existing is None:  # cannot happen: nothing deletes notifications
+            if existing is None:  # a prune deleted it between the two steps: retry later
                 raise StoreUnavailable("idempotency conflict without a stored notification")
             results.append(InsertResult(existing, False))
         return results

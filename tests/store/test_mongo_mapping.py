@@ -318,6 +318,35 @@ async def test_connect_to_nothing_is_store_unavailable_without_the_password() ->
     assert "s3cret" not in str(info.value) and "127.0.0.1:9" in str(info.value)
 
 
+def test_a_missed_claim_is_classified_from_the_document_read_after() -> None:
+    from notifier.store.base import ClaimMiss
+    from notifier.store.mongo import _classify_miss
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    held = {"status": "pending", "lockedBy": "w", "lockExpiry": now + timedelta(seconds=5)}
+    lapsed = {**held, "lockExpiry": (now - timedelta(seconds=5)).replace(tzinfo=None)}
+    assert _classify_miss(None, now) is ClaimMiss.MISSING
+    assert _classify_miss({"status": "sent"}, now) is ClaimMiss.FINAL
+    assert _classify_miss(held, now) is ClaimMiss.LOCKED
+    assert _classify_miss(lapsed, now) is ClaimMiss.NOT_DUE  # naive read as UTC
+    assert _classify_miss({"status": "scheduled"}, now) is ClaimMiss.NOT_DUE
+
+
+async def test_a_closed_store_is_store_unavailable() -> None:
+    """PyMongo raises InvalidOperation on a closed client; the contract says unavailable."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        "mongodb://127.0.0.1:9/?timeoutMS=300", connect=False
+    )
+    store = MongoStore(client, client["notifier"])
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get("01900000-0000-7000-8000-000000000000")
+    with pytest.raises(StoreUnavailable):
+        await store.get_device("a", "t")
+
+
 def test_mongo_store_has_every_protocol_method_with_the_same_parameters() -> None:
     assert MongoStore.kind == "mongodb"
     for name, member in inspect.getmembers(NotificationStore, inspect.isfunction):
