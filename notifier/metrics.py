@@ -41,6 +41,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROVIDER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.28, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# store writes: milliseconds when well, up to the 20 s an outcome write is retried
+WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 # -- API ------------------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
@@ -108,7 +110,7 @@ OUTCOME_WRITE_DURATION = LocalHistogram(
     "push that may be sent again), by provider.",
     ["provider"],
     WORKER_REGISTRY,
-    buckets=PROVIDER_BUCKETS,
+    buckets=WRITE_BUCKETS,
 )
 CLAIM_LATENCY = LocalHistogram(
     "notifier_claim_latency_seconds",

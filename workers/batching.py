@@ -1,6 +1,8 @@
 """Micro-batching: many callers' requests share one store round trip.
 
-A batch is sent when it is full or a few milliseconds after its first request. Each caller
+A batch is sent when it is full, or a few milliseconds after its first request (timer
+mode), or at once while fewer than ``max_in_flight`` batches are in flight and else as soon
+as one returns (group commit: no wait when idle, larger batches when busy). Each caller
 awaits its own result, set only once the batch's call has returned (so a delivery that
 awaits its outcome write acks only after the write is durable); an exception of the batch's
 call is raised to every caller of that batch.
@@ -21,12 +23,15 @@ ResultT = TypeVar("ResultT")
 class MicroBatcher(ABC, Generic[RequestT, ResultT]):
     """Collects requests and hands each batch to :meth:`_run`."""
 
-    def __init__(self, *, max_batch: int, max_delay_seconds: float) -> None:
+    def __init__(self, *, max_batch: int, max_delay_seconds: float, max_in_flight: int = 0) -> None:
         self._max_batch = max_batch
         self._max_delay = max_delay_seconds
+        # Group commit when > 0: a batch goes at once while fewer than this are in flight,
+        # else when one of them returns (no timer); 0: a timer of max_delay_seconds.
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[RequestT, asyncio.Future[ResultT]]] = []
         self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._loop = RunningLoop()
 
@@ -46,7 +51,10 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         if self._size >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._max_delay, self._flush)
+            if not self._max_in_flight:
+                self._timer = loop.call_later(self._max_delay, self._flush)
+            elif len(self._flushes) < self._max_in_flight:
+                self._timer = loop.call_soon(self._flush)  # with this iteration's others
         # A cancelled caller cancels only its own future; the batch's call goes on (and
         # skips that future). Not shield(): that costs a second future per request.
         return await future
@@ -60,7 +68,12 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         batch, self._pending, self._size = self._pending, [], 0
         task = self._loop.get().create_task(self._send(batch))
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._max_in_flight and self._pending and self._timer is None:
+            self._timer = self._loop.get().call_soon(self._flush)
 
     async def _send(self, batch: list[tuple[RequestT, asyncio.Future[ResultT]]]) -> None:
         try:

@@ -2,7 +2,9 @@
 
 Each caller awaits its own result, which arrives only after the batch's ``complete_many``
 has returned (durable): a delivery therefore still acks its message only after its outcome
-is stored. A batch flushes when it is full or a few milliseconds after its first item.
+is stored. Group commit: a batch goes at once while fewer than two are in flight, else when
+one returns, so an outcome waits for no timer; that narrows the crash window (provider
+answered, outcome not yet stored), which a 3 ms timer had set at 3 to 5 ms even when idle.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ class OutcomeBatcher(MicroBatcher[tuple[str, Outcome], bool]):
         *,
         max_batch: int = 200,
         max_delay_seconds: float = 0.003,
+        max_in_flight: int = 2,
     ) -> None:
-        super().__init__(max_batch=max_batch, max_delay_seconds=max_delay_seconds)
+        super().__init__(
+            max_batch=max_batch, max_delay_seconds=max_delay_seconds, max_in_flight=max_in_flight
+        )
         self._store = store
         self._worker_id = worker_id
 
