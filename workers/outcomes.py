@@ -22,12 +22,10 @@ class OutcomeBatcher(MicroBatcher[tuple[str, Outcome], bool]):
         worker_id: str,
         *,
         max_batch: int = 200,
-        max_delay_seconds: float = 0.003,
         max_in_flight: int = 2,
     ) -> None:
-        super().__init__(
-            max_batch=max_batch, max_delay_seconds=max_delay_seconds, max_in_flight=max_in_flight
-        )
+        # group commit has no timer: the delay is never used
+        super().__init__(max_batch=max_batch, max_delay_seconds=0.0, max_in_flight=max_in_flight)
         self._store = store
         self._worker_id = worker_id
 
