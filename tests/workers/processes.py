@@ -36,3 +36,16 @@ def stat_reaches(proc: WorkerProc, name: str, n: int) -> Callable[[], Awaitable[
         return bool((await proc.stats())[name] >= n)
 
     return check
+
+
+async def metric_total(proc: WorkerProc, sample: str) -> float:
+    """The sum of a worker's ``/metrics`` sample ``sample`` over all its label sets."""
+    text = (await proc.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + "{")
+    )
+
+
+async def unhealthy(proc: WorkerProc) -> bool:
+    """A ``wait_for`` predicate: the worker's ``/health`` answers 503."""
+    return (await proc.get("/health")).status_code == 503

@@ -13,8 +13,8 @@ from notifier.broker import Broker
 from notifier.models import Status
 from notifier.store.base import NotificationStore
 from tests.support import wait_for
-from tests.workers.conftest import WorkerPool, WorkerProc, wait_final
-from tests.workers.processes import publish_to_slow_tokens, stat_reaches
+from tests.workers.conftest import WorkerPool, wait_final
+from tests.workers.processes import publish_to_slow_tokens, stat_reaches, unhealthy
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ async def test_broker_restart_mid_run_loses_nothing(
     await wait_for(stat_reaches(worker, "sent", 30), timeout=30, what="some deliveries")
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:
-        await wait_for(lambda: _unhealthy(worker), timeout=15, what="/health to report the outage")
+        await wait_for(lambda: unhealthy(worker), timeout=15, what="/health to report the outage")
     finally:
         await asyncio.to_thread(rabbitmqctl, "start_app")
     await wait_for(worker.healthy, timeout=60, interval=0.25, what="the worker to reconnect")
@@ -46,7 +46,3 @@ async def test_broker_restart_mid_run_loses_nothing(
     # Each pushed, and once: no worker died (DESIGN.md 7, invariant 2). Messages whose ack
     # the restart lost come back, and their claims find the documents final or still held.
     assert {everything[nid][0] for nid in ids} == {1}
-
-
-async def _unhealthy(worker: WorkerProc) -> bool:
-    return (await worker.get("/health")).status_code == 503
