@@ -1,1 +1,1 @@
-"""HTTP API process: aiohttp routes, validation, auth (DESIGN.md section 3)."""
+"""HTTP API process: aiohttp routes, validation, auth (docs/design.md section 3)."""

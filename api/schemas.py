@@ -1,4 +1,4 @@
-"""Request models (pydantic v2): the rules a request body must keep (DESIGN.md section 3).
+"""Request models (pydantic v2): the rules a request body must keep (docs/design.md section 3).
 
 Models are strict (no "3" for 3) and forbid unknown fields; every broken rule is reported at
 once, each with its location. The same models feed the OpenAPI document.
@@ -28,7 +28,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_BATCH = 500
 APNS_PAYLOAD_LIMIT = 4096
 # 64 KiB cannot carry MAX_BATCH items, so the batch route has its own limit: 500 items of
-# about APNS_PAYLOAD_LIMIT each (a deviation from DESIGN.md, listed in the README).
+# about APNS_PAYLOAD_LIMIT each (docs/design.md section 3 explains the 2 MiB).
 MAX_BATCH_BODY_BYTES = 2 * 1024 * 1024
 MAX_TTL_SECONDS = 2_419_200
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
@@ -104,7 +104,7 @@ def _parse_rfc3339(value: Any) -> Any:
 
 
 def apns_payload_size(title: str | None, body: str | None, data: dict[str, str]) -> int:
-    """Bytes of the APNs JSON payload the provider client builds (DESIGN.md section 4)."""
+    """Bytes of the APNs JSON payload the provider client builds (docs/design.md section 4)."""
     if title is None and body is None:
         aps: dict[str, Any] = {"content-available": 1}
     else:

@@ -1,4 +1,4 @@
-"""JSON shapes of the answers (DESIGN.md section 3) and the request -> document mapping."""
+"""JSON shapes of the answers (docs/design.md section 3) and the request -> document mapping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One delivery: claim the stored notification, push it, write the outcome (DESIGN.md 1, 4).
+"""One delivery: claim the stored notification, push it, write the outcome (docs/design.md 1, 4).
 
 Provider-agnostic: the worker hands in one :class:`~notifier.providers.base.Provider` per
 platform. The duplicate window (provider accepted, worker died before the outcome write) is

@@ -1,6 +1,6 @@
 """The domain records: a notification (one per device delivery), its attempts, a device.
 
-Field names follow DESIGN.md section 2. Stores map these dataclasses to documents
+Field names follow docs/design.md section 2. Stores map these dataclasses to documents
 (MongoDB) or rows (PostgreSQL); the API maps them to JSON. Times are aware UTC datetimes.
 """
 

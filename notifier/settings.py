@@ -1,4 +1,4 @@
-"""Settings: one frozen object read once from the environment (DESIGN.md section 5).
+"""Settings: one frozen object read once from the environment (docs/design.md section 5).
 
 Nothing else in the code base reads ``os.environ`` for configuration. A bad value stops
 the process at start with one line naming the variable (:class:`SettingsError`).
@@ -67,7 +67,7 @@ def _existing_file(value: Path | None) -> Path | None:
 
 
 class Settings(BaseModel):
-    """Every setting of the product, with its DESIGN.md default."""
+    """Every setting of the product, with its docs/design.md default."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 

@@ -1,4 +1,4 @@
-"""The sweeper: republishes what the queue no longer carries (DESIGN.md section 1).
+"""The sweeper: republishes what the queue no longer carries (docs/design.md section 1).
 
 It runs inside every worker on a jittered interval. Each round it releases expired locks
 (worker crashes: the unknown-outcome policy decides between resend and fail), then takes

@@ -1,4 +1,4 @@
-"""Settings: DESIGN.md section 5 defaults, and one clear line naming the variable on bad input."""
+"""Settings: docs/design.md section 5 defaults, and one clear line naming the variable on bad input."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def build_apns_payload(notification: Notification) -> dict[str, Any]:
 
 
 def build_apns_request(notification: Notification, topic: str) -> ApnsRequest:
-    """Path, headers and JSON body for one notification (DESIGN.md section 4)."""
+    """Path, headers and JSON body for one notification (docs/design.md section 4)."""
     n = notification
     background = n.is_data_only
     high = n.priority is Priority.HIGH and not background

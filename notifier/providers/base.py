@@ -1,4 +1,4 @@
-"""The provider protocol and its single outcome type (DESIGN.md section 4).
+"""The provider protocol and its single outcome type (docs/design.md section 4).
 
 Every provider answer maps to one :class:`PushResult`: sent, retry later (optionally not
 before ``retry_after_seconds``), token dead, or permanent failure. Expected answers are

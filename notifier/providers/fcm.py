@@ -52,7 +52,7 @@ log = get_logger(__name__)
 
 
 def build_fcm_message(notification: Notification) -> dict[str, Any]:
-    """The v1 ``message`` object for one notification (DESIGN.md section 4)."""
+    """The v1 ``message`` object for one notification (docs/design.md section 4)."""
     n = notification
     data = {**n.data, "notification_id": n.id}
     android: dict[str, Any] = {"priority": "HIGH" if n.priority is Priority.HIGH else "NORMAL"}

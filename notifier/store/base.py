@@ -2,7 +2,7 @@
 
 Two implementations pass one contract suite (``tests/store/test_contract_*.py``):
 :mod:`notifier.store.postgres` (asyncpg) and :mod:`notifier.store.mongo` (PyMongo async).
-The store is the source of truth; the broker only carries wake-ups (DESIGN.md section 1).
+The store is the source of truth; the broker only carries wake-ups (docs/design.md section 1).
 
 Rules every implementation keeps:
 - every state change that two processes could race on is ONE atomic conditional update

@@ -1,4 +1,4 @@
-"""The pure mapping between the domain records and MongoDB documents (DESIGN.md section 2).
+"""The pure mapping between the domain records and MongoDB documents (docs/design.md section 2).
 
 No I/O here, so it is tested without a server (``tests/store/test_mongo_mapping.py``).
 A field whose value is None is left out of the document: ``{"field": None}`` in a query

@@ -1,7 +1,7 @@
 """The PostgreSQL schema and every statement :class:`~notifier.store.postgres.PostgresStore` runs.
 
 Kept apart from the store class so that the SQL reads top to bottom in one place. Each state
-change two processes could race on is one conditional ``UPDATE`` (DESIGN.md section 1).
+change two processes could race on is one conditional ``UPDATE`` (docs/design.md section 1).
 Ids and idempotency keys use the "C" collation: UUIDv7 text then sorts by creation time, and
 a key prefix (``key#...``, a user fan-out) is a plain index range.
 """
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
--- DESIGN's (status, next_attempt_at) and (status, lock_expiry), partial: only open documents
+-- the design's (status, next_attempt_at) and (status, lock_expiry), partial: only open documents
 -- are ever looked up by them, so a final one leaves both (its outcome write adds no entries)
 -- and they stay the size of the backlog, not of the table. Replaces the full ones of 0.1.
 DROP INDEX IF EXISTS notifications_status_next_attempt;

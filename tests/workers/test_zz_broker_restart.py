@@ -43,6 +43,6 @@ async def test_broker_restart_mid_run_loses_nothing(
     final = await wait_final(store, ids, timeout=60)
     assert {n.status for n in final.values()} == {Status.SENT}
     everything = await emulator.control.deliveries()
-    # Each pushed, and once: no worker died (DESIGN.md 7, invariant 2). Messages whose ack
+    # Each pushed, and once: no worker died (docs/design.md 7, invariant 2). Messages whose ack
     # the restart lost come back, and their claims find the documents final or still held.
     assert {everything[nid][0] for nid in ids} == {1}

@@ -1,4 +1,4 @@
-"""Store restarted mid-run: nothing lost, nothing pushed twice (DESIGN.md 7, invariants 1
+"""Store restarted mid-run: nothing lost, nothing pushed twice (docs/design.md 7, invariants 1
 and 2). Runs last (file name) because it stops and starts the shared PostgreSQL."""
 
 from __future__ import annotations
