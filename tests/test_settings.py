@@ -1,4 +1,4 @@
-"""Settings: docs/design.md section 5 defaults, and one clear line naming the variable on bad input."""
+"""Settings: design section 5 defaults, and one clear line naming the variable on bad input."""
 
 from __future__ import annotations
 

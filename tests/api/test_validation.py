@@ -1,4 +1,4 @@
-"""Bad input gets a clear 4xx problem document and changes nothing (docs/design.md 3, invariant 5)."""
+"""Bad input gets a clear 4xx problem document and changes nothing (design 3, invariant 5)."""
 
 from __future__ import annotations
 
