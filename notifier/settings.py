@@ -95,6 +95,8 @@ class Settings(BaseModel):
 
     api_rate_per_second: float = Field(default=2000.0, gt=0)
     api_rate_burst: int = Field(default=4000, ge=1)
+    # A request body must arrive whole within this time (a stalled or trickled body is 408).
+    api_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     log_format: LogFormat = LogFormat.JSON
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")

@@ -32,13 +32,17 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn_api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``python -m notifier api --port P`` on loopback; its output goes to ``log``."""
+def spawn_api(
+    settings: Settings, port: int, log: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """``python -m notifier api --port P`` on loopback; its output goes to ``log``.
+
+    ``extra_env``: more variables for the process (``NOTIFIER_...=value``)."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "notifier", "api", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=settings_env(settings),
+            env=settings_env(settings, **extra_env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
