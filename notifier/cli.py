@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     apikey_sub = apikey.add_subparsers(dest="action", required=True)
     create = apikey_sub.add_parser("create", help="create a key; prints it once")
     create.add_argument("--app", required=True)
+    listing = apikey_sub.add_parser("list", help="list keys: id, app, created (never the key)")
+    listing.add_argument("--app", help="only this app's keys")
+    revoke = apikey_sub.add_parser(
+        "revoke", help="delete a key by its id; every API replica refuses it within seconds"
+    )
+    revoke.add_argument("id", help="the key's id, as `apikey list` shows it")
 
     prune = sub.add_parser("prune", help="delete final notifications older than N days (retention)")
     prune.add_argument("--older-than-days", type=_int_in(1, 36500), required=True, metavar="N")
@@ -88,6 +94,37 @@ def _pass_through(command: str, rest: list[str]) -> int:
     return dlq_main(_settings(), rest)
 
 
+def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    """``notifier apikey create|list|revoke``: keys on stdout, remarks on stderr."""
+    from notifier import apikeys
+    from notifier.store.base import is_api_key_id
+
+    if args.action == "create":
+        key = asyncio.run(apikeys.create_key(settings, args.app))
+        print(key)  # alone on its line: scripts take the key from stdout
+        print(f"key id {apikeys.key_id(key)} (apikey list|revoke)", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        keys = asyncio.run(apikeys.list_keys(settings, args.app))
+        print(f"{'id':<18}{'created (UTC)':<22}app")
+        for k in keys:
+            print(f"{k.id:<18}{k.created_at:%Y-%m-%d %H:%M:%S}   {k.app}")
+        return 0
+    key_id = args.id.strip().lower()
+    if not is_api_key_id(key_id):  # never echoed: it may be a key pasted by mistake
+        print("notifier: not a key id: 16 hex characters, as `apikey list` shows", file=sys.stderr)
+        return 2
+    app = asyncio.run(apikeys.revoke_key(settings, key_id))
+    if app is None:
+        print(f"notifier: no API key with id {key_id} (see `apikey list`)", file=sys.stderr)
+        return 1
+    print(
+        f"revoked key {key_id} of app {app}; every API replica refuses it within "
+        f"{apikeys.REVOCATION_SECONDS:g} s"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in PASS_THROUGH:
@@ -106,10 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         serve_worker(settings, args.host, args.metrics_port, args.concurrency)
     elif args.command == "apikey":
-        from notifier.apikeys import create_key
-
-        key = asyncio.run(create_key(settings, args.app))
-        print(key)
+        return _apikey(settings, args)
     elif args.command == "prune":
         from datetime import timedelta
 
