@@ -10,10 +10,20 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from notifier.settings import Settings, SettingsError, load_settings
+from notifier.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    load_settings_beside_stack,
+    redacted_url,
+)
 
 PASS_THROUGH = {"emulator", "stack", "bench", "dlq"}
+# Commands an operator runs by hand: next to a local stack they use its settings file
+# (notifier.settings.load_settings_beside_stack); the api and worker processes never do.
+BY_HAND = {"apikey", "prune", "dlq"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,12 +78,23 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _settings() -> Settings:
+def _settings(*, beside_stack: bool = False) -> Settings:
+    """The settings from the environment; for the commands run by hand (``beside_stack``)
+    the local stack's settings file fills in when NOTIFIER_STORE_URL is unset, and says so."""
     try:
-        return load_settings()
+        if not beside_stack:
+            return load_settings()
+        settings, used = load_settings_beside_stack(Path.cwd())
     except SettingsError as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if used is not None:
+        print(
+            f"notifier: NOTIFIER_STORE_URL is not set: using the local stack's settings from "
+            f"{used} (store {redacted_url(settings.store_url)}, queue {settings.queue})",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _pass_through(command: str, rest: list[str]) -> int:
@@ -91,7 +112,7 @@ def _pass_through(command: str, rest: list[str]) -> int:
         return bench_main(rest)
     from workers.dlq import main as dlq_main
 
-    return dlq_main(_settings(), rest)
+    return dlq_main(_settings(beside_stack=True), rest)
 
 
 def _apikey(settings: Settings, args: argparse.Namespace) -> int:
@@ -130,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] in PASS_THROUGH:
         return _pass_through(args_list[0], args_list[1:])
     args = _parser().parse_args(args_list)
-    settings = _settings()
+    settings = _settings(beside_stack=args.command in BY_HAND)
     if args.command == "api":
         from api.server import serve as serve_api
 
