@@ -246,6 +246,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408_problem(
     """Headers then a stalled or trickled body: cut off after the body timeout."""
     raw = _post(replica, BODY)
     head, body = raw[: -len(BODY)], raw[-len(BODY) :]
+    offset = replica.log_size()
     started = time.monotonic()
     answer = await _send_slowly(replica, head, [body[i : i + 1] for i in range(len(body))], gap)
     elapsed = time.monotonic() - started
@@ -253,3 +254,6 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408_problem(
     assert answer.problem()["type"].endswith("/request-timeout")
     assert answer.closed
     assert BODY_TIMEOUT_SECONDS <= elapsed < BODY_TIMEOUT_SECONDS + 3
+    # Closed, so aiohttp is done with the request: it logged no error, no traceback.
+    logged = replica.log_since(offset)
+    assert '"level": "error"' not in logged and "Traceback" not in logged, logged
