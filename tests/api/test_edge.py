@@ -210,6 +210,23 @@ async def test_too_many_headers_is_a_431_problem_logged_as_one_warning(replica: 
     _one_warning_line(await _logged_since(replica, offset))
 
 
+async def test_a_request_target_too_long_is_a_414_problem(replica: Replica) -> None:
+    offset = replica.log_size()
+    answer = await _exchange(replica, b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.status == 414, answer
+    assert "8190" in answer.problem()["detail"]
+    _one_warning_line(await _logged_since(replica, offset))
+
+
+async def test_a_broken_chunked_body_is_a_400_problem(replica: Replica) -> None:
+    offset = replica.log_size()
+    head = _post(replica, b"").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    answer = await _exchange(replica, head + b"zz\r\n{}\r\n0\r\n\r\n")
+    assert answer.status == 400, answer
+    assert answer.problem()["type"].endswith(("/bad-body", "/bad-request"))
+    assert "Traceback" not in replica.log_since(offset)
+
+
 async def test_a_malformed_request_line_is_a_400_problem(replica: Replica) -> None:
     offset = replica.log_size()
     answer = await _exchange(replica, b"GET /health HTTP/1.1 extra\r\nHost: x\r\n\r\n")
