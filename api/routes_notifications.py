@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections import Counter
@@ -31,9 +32,10 @@ from api.views import (
     json_response,
     notification_json,
 )
+from api.writer import Writer
 from notifier.metrics import ACCEPTED
 from notifier.models import Notification, Target, utcnow
-from notifier.store.base import CancelResult, NotificationStore
+from notifier.store.base import CancelResult, InsertResult, NotificationStore, StoreUnavailable
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -159,6 +161,39 @@ async def _plan_item(
         return {"error": problem.to_dict()}
 
 
+async def _write_items(writer: Writer, plans: list[_Plan]) -> list[list[InsertResult] | Problem]:
+    """Each item's insert results; an item the store refuses gets a 500 problem of its own.
+
+    One write for the whole batch; only if the store refuses it (for anything but being
+    unavailable: then the whole request is a 503) is each item written as a request of its
+    own, which the writer isolates, so one bad item never stops the valid ones.
+    """
+    docs = [d for p in plans for d in p.docs]
+    if not docs:
+        return []
+    try:
+        results = await writer.write(docs)
+    except StoreUnavailable:
+        raise
+    except Exception:
+        alone = await asyncio.gather(*(writer.write(p.docs) for p in plans), return_exceptions=True)
+        return [_item_outcome(o) for o in alone]
+    out: list[list[InsertResult] | Problem] = []
+    start = 0
+    for p in plans:
+        out.append(results[start : start + len(p.docs)])
+        start += len(p.docs)
+    return out
+
+
+def _item_outcome(outcome: list[InsertResult] | BaseException) -> list[InsertResult] | Problem:
+    if isinstance(outcome, StoreUnavailable):
+        return Problem(503, "the store is unavailable; retry this item later")
+    if isinstance(outcome, BaseException):  # logged by the writer, with its traceback
+        return Problem(500, "internal error: this item could not be stored")
+    return outcome
+
+
 async def create_batch(request: web.Request) -> web.Response:
     app = request[APP_NAME]
     store = request.app[STORE]
@@ -171,17 +206,19 @@ async def create_batch(request: web.Request) -> web.Response:
     planned = [
         await _plan_item(store, app, item, i, now) for i, item in enumerate(envelope.notifications)
     ]
-    docs = [d for p in planned if isinstance(p, _Plan) for d in p.docs]
-    results = await request.app[WRITER].write(docs) if docs else []
+    written = iter(
+        await _write_items(request.app[WRITER], [p for p in planned if isinstance(p, _Plan)])
+    )
     answers: list[dict[str, Any]] = []
     created: list[Notification] = []
-    offset = 0
     for p in planned:
         if not isinstance(p, _Plan):
             answers.append(p)
             continue
-        mine = results[offset : offset + len(p.docs)]
-        offset += len(p.docs)
+        mine = next(written)
+        if isinstance(mine, Problem):
+            answers.append({"error": mine.to_dict()})
+            continue
         new = [r.notification for r in mine if r.created]
         created.extend(new)
         try:

@@ -8,6 +8,10 @@ its round on the next loop turn; at low rates grouping adds no wait. A request i
 answered only after its round's insert committed and its publish was confirmed (or failed:
 the document then stays unpublished and the worker's sweeper publishes it).
 ``published_at`` is recorded in the background, in bulk.
+
+Grouping never couples requests' fates: when the store refuses a round's insert (anything
+but being unavailable), each of its requests is written alone and only the refused one
+fails.
 """
 
 from __future__ import annotations
@@ -143,36 +147,76 @@ class Writer:
         self._kick()
 
     async def _round(self, batch: list[_Request]) -> None:
-        flat = [n for request in batch for n in request.notifications]
         try:
-            results = await self._store.insert_many(flat)
-        except Exception as exc:  # every waiting request gets the error (503 or 500)
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("insert_failed", count=len(flat))
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(exc)
-            return
+            outcomes = await self._insert(batch)
         finally:  # the next round inserts while this one publishes
             self._inserting = False
             self._kick()
+        stored: list[tuple[_Request, list[InsertResult]]] = []
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # 503 or 500 for this request alone
+                if not request.future.done():
+                    request.future.set_exception(outcome)
+            else:
+                stored.append((request, outcome))
         pending = [
             r.notification.id
+            for _, results in stored
             for r in results
             if r.created and r.notification.status is Status.PENDING
         ]
+        await self._publish(pending)
+        for request, results in stored:
+            if not request.future.done():
+                request.future.set_result(results)
+
+    async def _insert(self, batch: list[_Request]) -> list[list[InsertResult] | Exception]:
+        """Each request's results, or the error that failed it.
+
+        One ``insert_many`` for the whole round; if the store refuses it for any reason but
+        being unavailable, each request is written alone, so a request the store refuses
+        fails only itself, never the requests (of any app) grouped with it.
+        """
+        flat = [n for request in batch for n in request.notifications]
+        try:
+            results = await self._store.insert_many(flat)
+        except StoreUnavailable as exc:
+            return [exc] * len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("insert_failed", count=len(flat))
+                return [exc]
+            log.warning(
+                "group_insert_failed",
+                requests=len(batch),
+                count=len(flat),
+                error=type(exc).__name__,
+            )
+            return list(await asyncio.gather(*(self._insert_alone(r) for r in batch)))
+        out: list[list[InsertResult] | Exception] = []
+        start = 0
+        for request in batch:
+            end = start + len(request.notifications)
+            out.append(results[start:end])
+            start = end
+        return out
+
+    async def _insert_alone(self, request: _Request) -> list[InsertResult] | Exception:
+        try:
+            return await self._store.insert_many(request.notifications)
+        except StoreUnavailable as exc:
+            return exc
+        except Exception as exc:
+            log.exception("insert_failed", count=len(request.notifications))
+            return exc
+
+    async def _publish(self, pending: list[str]) -> None:
         try:
             if await self._link.publish(pending):
                 self._published.extend(pending)
                 self._ensure_marker()
         except Exception:  # stored is stored: answer anyway, the sweeper publishes
             log.exception("publish_crashed", count=len(pending))
-        start = 0
-        for request in batch:
-            end = start + len(request.notifications)
-            if not request.future.done():
-                request.future.set_result(results[start:end])
-            start = end
 
     def _ensure_marker(self) -> None:
         if self._marker is None or self._marker.done():

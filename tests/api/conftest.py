@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
@@ -175,3 +176,32 @@ async def rejecting_api(shared_api: Api) -> Api:
 
 def count_open(counts: dict[Status, int]) -> int:
     return sum(counts.values())
+
+
+POISON_TITLE = "refused-by-a-check-constraint"
+
+
+@pytest.fixture
+async def refusing_settings(fresh_pg_url: str) -> AsyncIterator[Settings]:
+    """Settings on a database of this test's own whose notifications table refuses the
+    title ``POISON_TITLE`` (a CHECK constraint): a write that passes validation and that
+    the real store refuses, as a driver error."""
+    settings = load_settings(
+        {
+            "NOTIFIER_STORE_URL": fresh_pg_url,
+            "NOTIFIER_AMQP_URL": AMQP_URL,
+            "NOTIFIER_QUEUE": f"test.refusing.{secrets.token_hex(4)}",
+        }
+    )
+    store = await open_store(settings)
+    await store.close()
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute(
+            "ALTER TABLE notifications ADD CONSTRAINT refuse_poison "
+            f"CHECK (title IS DISTINCT FROM '{POISON_TITLE}')"
+        )
+    finally:
+        await conn.close()
+    yield settings
+    await delete_queues(settings)

@@ -1,53 +1,24 @@
 """An error in the API never writes the API key or the device token into its log.
 
 A real API process, a real PostgreSQL refusal: the test database gets a CHECK constraint
-that refuses one title, so the store write fails the way a driver error does (PostgreSQL's
-answer even quotes the failing row, token included).
+that refuses one title (``refusing_settings``), so the store write fails the way a driver
+error does (PostgreSQL's answer even quotes the failing row, token included).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from notifier.apikeys import generate_key, hash_key
-from notifier.broker import delete_queues
 from notifier.models import utcnow
-from notifier.settings import Settings, load_settings
+from notifier.settings import Settings
 from notifier.store import open_store
+from tests.api.conftest import POISON_TITLE
 from tests.api.processes import live_api
-from tests.conftest import AMQP_URL
-
-POISON_TITLE = "refused-by-a-check-constraint"
-
-
-@pytest.fixture
-async def refusing_settings(fresh_pg_url: str) -> AsyncIterator[Settings]:
-    """Settings on a database whose notifications table refuses ``POISON_TITLE``."""
-    settings = load_settings(
-        {
-            "NOTIFIER_STORE_URL": fresh_pg_url,
-            "NOTIFIER_AMQP_URL": AMQP_URL,
-            "NOTIFIER_QUEUE": f"test.errorlogs.{secrets.token_hex(4)}",
-        }
-    )
-    store = await open_store(settings)
-    await store.close()
-    conn = await asyncpg.connect(fresh_pg_url)
-    try:
-        await conn.execute(
-            "ALTER TABLE notifications ADD CONSTRAINT refuse_poison "
-            f"CHECK (title IS DISTINCT FROM '{POISON_TITLE}')"
-        )
-    finally:
-        await conn.close()
-    yield settings
-    await delete_queues(settings)
 
 
 @pytest.mark.parametrize("log_format", ["json", "console"])
