@@ -127,23 +127,35 @@ async def create_notification(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
     fp = fingerprint(body) if key is not None else None
+    writer = request.app[WRITER]
     if key is not None:
         stored = await store.list_by_idempotency_key(app, key)
         if stored:
-            return json_response(_replay(stored, fp), 200)
+            answer = _replay(stored, fp)
+            await writer.republish(stored)
+            return json_response(answer, 200)
     plan = await _plan(store, app, req, key, fp, utcnow())
-    results = await request.app[WRITER].write(plan.docs)
+    results = await writer.write(plan.docs)
     created = [r.notification for r in results if r.created]
     if not created:  # another replica stored this key first
-        return json_response(_replay([r.notification for r in results], fp), 200)
+        stored = [r.notification for r in results]
+        answer = _replay(stored, fp)
+        await writer.republish(stored)
+        return json_response(answer, 200)
     _count_accepted(created)
     return json_response(_answer([r.notification for r in results], plan.fan_out), 202)
 
 
 async def _plan_item(
-    store: NotificationStore, app: str, item: Any, index: int, now: datetime
+    store: NotificationStore,
+    app: str,
+    item: Any,
+    index: int,
+    now: datetime,
+    replayed: list[Notification],
 ) -> _Plan | dict[str, Any]:
-    """A batch item's plan, or its final answer (an error or an idempotent replay)."""
+    """A batch item's plan, or its final answer (an error or an idempotent replay, whose
+    stored documents are added to ``replayed``)."""
     loc = ("notifications", index)
     try:
         req = BatchItem.model_validate(item)
@@ -155,7 +167,9 @@ async def _plan_item(
         if key is not None and isinstance(req.to, UserTarget):
             stored = await store.list_by_idempotency_key(app, key)
             if stored:
-                return _replay(stored, fp)
+                answer = _replay(stored, fp)
+                replayed.extend(stored)
+                return answer
         return await _plan(store, app, req, key, fp, now, loc)
     except Problem as problem:
         return {"error": problem.to_dict()}
@@ -203,12 +217,13 @@ async def create_batch(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
     now = utcnow()
+    replayed: list[Notification] = []
     planned = [
-        await _plan_item(store, app, item, i, now) for i, item in enumerate(envelope.notifications)
+        await _plan_item(store, app, item, i, now, replayed)
+        for i, item in enumerate(envelope.notifications)
     ]
-    written = iter(
-        await _write_items(request.app[WRITER], [p for p in planned if isinstance(p, _Plan)])
-    )
+    writer = request.app[WRITER]
+    written = iter(await _write_items(writer, [p for p in planned if isinstance(p, _Plan)]))
     answers: list[dict[str, Any]] = []
     created: list[Notification] = []
     for p in planned:
@@ -222,15 +237,19 @@ async def create_batch(request: web.Request) -> web.Response:
         new = [r.notification for r in mine if r.created]
         created.extend(new)
         try:
-            answer = (
-                _answer(new, p.fan_out)
-                if new
-                else _replay([r.notification for r in mine], p.fingerprint)
-            )
+            if new:
+                answer = _answer(new, p.fan_out)
+            else:
+                answer = _replay([r.notification for r in mine], p.fingerprint)
+                replayed.extend(r.notification for r in mine)
         except Problem as problem:
             answer = {"error": problem.to_dict()}
         answers.append(answer)
     _count_accepted(created)
+    # Not what this request stored itself (an earlier item of the batch with the same key):
+    # the writer published those already.
+    ours = {n.id for n in created}
+    await writer.republish([n for n in replayed if n.id not in ours])
     return json_response({"results": answers}, 200)
 
 

@@ -35,6 +35,11 @@ MAX_ROUNDS_IN_FLIGHT = 4
 MAX_ROUND_SIZE = 1000
 RECONNECT_SECONDS = 2.0
 MARK_PUBLISHED_SECONDS = 0.2
+# A replay publishes a stored, never-published pending document this old at once; a younger
+# one is re-read when it reaches this age: a live API publishes before it answers and
+# records published_at about MARK_PUBLISHED_SECONDS later, so a younger one is most likely
+# still on its way (a duplicate wake-up would be harmless, only wasted).
+REPLAY_PUBLISH_AFTER_SECONDS = 2.0
 
 
 class BrokerLink:
@@ -111,6 +116,7 @@ class Writer:
         self._marker: asyncio.Task[None] | None = None
         self._kick_scheduled = False
         self._inserting = False
+        self._rechecks: set[asyncio.Task[None]] = set()
 
     async def write(self, notifications: list[Notification]) -> list[InsertResult]:
         """Store durably and publish; results in input order (see ``insert_many``)."""
@@ -211,12 +217,47 @@ class Writer:
             return exc
 
     async def _publish(self, pending: list[str]) -> None:
+        if not pending:
+            return
         try:
             if await self._link.publish(pending):
                 self._published.extend(pending)
                 self._ensure_marker()
         except Exception:  # stored is stored: answer anyway, the sweeper publishes
             log.exception("publish_crashed", count=len(pending))
+
+    async def republish(self, replayed: Sequence[Notification]) -> None:
+        """Publish what an idempotent replay found stored but never published.
+
+        The API that stored it died between its insert and its publish; without this the
+        client's retry answers 200 and the notification waits for the sweeper's grace
+        (30 s). Old enough ones are published before the replay answers; younger ones are
+        re-read (in the background) when old enough, and published if still unpublished.
+        """
+        now = utcnow()
+        unpublished = [n for n in replayed if _unpublished(n)]
+        ages = {n.id: (now - n.created_at).total_seconds() for n in unpublished}
+        await self._publish([id for id, age in ages.items() if age >= REPLAY_PUBLISH_AFTER_SECONDS])
+        young = {id: age for id, age in ages.items() if age < REPLAY_PUBLISH_AFTER_SECONDS}
+        if young:
+            wait = REPLAY_PUBLISH_AFTER_SECONDS - min(young.values())
+            task = asyncio.create_task(self._recheck(list(young), wait))
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
+    @property
+    def rechecks_pending(self) -> int:
+        """Replays' re-reads still waiting (see :meth:`republish`)."""
+        return len(self._rechecks)
+
+    async def _recheck(self, ids: list[str], wait: float) -> None:
+        await asyncio.sleep(max(0.0, wait))
+        try:
+            found = [await self._store.get(id) for id in ids]
+        except StoreUnavailable as exc:  # the sweeper publishes them after its grace
+            log.warning("replay_recheck_failed", count=len(ids), error=str(exc))
+            return
+        await self._publish([n.id for n in found if n is not None and _unpublished(n)])
 
     def _ensure_marker(self) -> None:
         if self._marker is None or self._marker.done():
@@ -241,6 +282,8 @@ class Writer:
 
     async def close(self) -> None:
         """Finish the rounds in flight and record what they published."""
+        for task in list(self._rechecks):  # the sweeper covers what they would publish
+            task.cancel()
         while self._tasks or self._queue:
             self._kick()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -249,3 +292,9 @@ class Writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._marker
         await self.flush_published()
+
+
+def _unpublished(n: Notification) -> bool:
+    """Pending, never published and not held by a worker: nobody will wake a worker for it
+    before the sweeper's grace."""
+    return n.status is Status.PENDING and n.published_at is None and n.locked_by is None

@@ -62,6 +62,10 @@ class Api:
         return sum(counts.values())
 
     async def queued(self) -> int:
+        """How many notification ids :meth:`queued_ids` finds."""
+        return len(await self.queued_ids())
+
+    async def queued_ids(self) -> list[str]:
         """Notification ids ready in this test's queue (a message may carry several).
 
         Reads every message without ack, requeues them all and waits until the queue holds
@@ -81,7 +85,7 @@ class Api:
                 return declared.declaration_result.message_count == len(messages)
 
             await wait_for(ready, timeout=10, what="the read messages back in the queue")
-            return sum(len(decode(m.body) or ()) for m in messages)
+            return [i for m in messages for i in decode(m.body) or ()]
         finally:
             await channel.close()
 
