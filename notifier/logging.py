@@ -154,7 +154,11 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
 
 
-# The default until configure_logging: every level, console, the same safe tracebacks.
+# The defaults until configure_logging (and in commands that never call it): every level,
+# console, the same safe tracebacks; stdlib records that find no handler go to
+# logging.lastResort, which gets the safe formatter too.
+if logging.lastResort is not None:
+    logging.lastResort.setFormatter(_SafeFormatter("%(name)s %(levelname)s %(message)s"))
 structlog.configure(
     processors=_processors(LogFormat.CONSOLE),
     wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
