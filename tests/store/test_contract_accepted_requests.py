@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from api.body import parse_json
 from api.problems import Problem
-from api.schemas import IDEMPOTENCY_KEY_PATTERN, NotificationRequest
+from api.schemas import IDEMPOTENCY_KEY_PATTERN, DeviceRequest, NotificationRequest, check_token
 from api.views import build_notification, fingerprint
 from notifier.models import Notification, Target, utcnow
 from notifier.store.base import NotificationStore
@@ -139,3 +139,38 @@ async def test_every_accepted_request_is_stored(
     assert _ms(got.scheduled_for) == _ms(doc.scheduled_for)
     assert _ms(got.next_attempt_at) == _ms(doc.next_attempt_at)
     assert got.idempotency_key == key
+
+
+_device_bodies = st.fixed_dictionaries(
+    {"platform": st.sampled_from(["fcm", "apns"])}, optional={"user_id": _text | st.none()}
+)
+
+
+@given(body=_device_bodies, token=_fcm_token | _apns_token)
+@settings(
+    max_examples=MAX_EXAMPLES // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_every_accepted_device_is_stored(
+    store: NotificationStore, body: dict[str, Any], token: str
+) -> None:
+    """``PUT /v1/devices/{token}``: the body and the path token, as the route checks them."""
+    try:
+        req = DeviceRequest.model_validate(parse_json(orjson.dumps(body)))
+        check_token(req.platform, token)
+    except (Problem, ValidationError, ValueError):
+        event("refused by validation")
+        return
+    event("accepted")
+    app = f"app-{secrets.token_hex(6)}"
+    _, created = await store.upsert_device(app, token, req.platform, req.user_id, utcnow())
+    assert created
+    got = await store.get_device(app, token)
+    assert got is not None
+    assert (got.token, got.platform, got.user_id, got.active) == (
+        token,
+        req.platform,
+        req.user_id,
+        True,
+    )
