@@ -257,6 +257,9 @@ class Writer:
         except StoreUnavailable as exc:  # the sweeper publishes them after its grace
             log.warning("replay_recheck_failed", count=len(ids), error=str(exc))
             return
+        except Exception:  # a background task: log it here, the sweeper still covers them
+            log.exception("replay_recheck_crashed", count=len(ids))
+            return
         await self._publish([n.id for n in found if n is not None and _unpublished(n)])
 
     def _ensure_marker(self) -> None:
