@@ -68,7 +68,15 @@ async def test_concurrent_sweepers_take_disjoint_sets(
     connect_store: ConnectStore, store: NotificationStore, now: datetime
 ) -> None:
     old = now - timedelta(seconds=GRACE + 1)
-    ids = {n.id for n in await insert(store, *(make_notification(old) for _ in range(600)))}
+    pending = (make_notification(old) for _ in range(400))
+    # due retries whose last publish came before they fell due: the other part of the take
+    retrying = (
+        make_notification(
+            old, status=Status.RETRYING, attempts=1, next_attempt_at=now, published_at=old
+        )
+        for _ in range(200)
+    )
+    ids = {n.id for n in await insert(store, *pending, *retrying)}
     sweepers = [store, await connect_store(), await connect_store()]
 
     async def sweep(sweeper: NotificationStore) -> list[str]:
