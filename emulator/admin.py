@@ -24,8 +24,9 @@ Fault kinds (per device token; a token has one fault plus, independently, a dela
 - ``dead``: APNs 410 ``{"reason": "Unregistered", "timestamp": since_ms}``, FCM 404
   UNREGISTERED. Until cleared.
 - ``bad``: APNs 400 BadDeviceToken, FCM 400 INVALID_ARGUMENT with an FcmError. Until cleared.
-- ``flaky`` (count N): the next N requests get APNs 503 ServiceUnavailable / FCM 503
-  UNAVAILABLE, later ones succeed.
+- ``flaky`` (count N, optional retry_after S): the next N requests get APNs 503
+  ServiceUnavailable / FCM 503 UNAVAILABLE (with ``Retry-After: S`` when given), later ones
+  succeed.
 - ``rate_limited`` (count N, retry_after S): the next N get 429 (APNs TooManyRequests, FCM
   QUOTA_EXCEEDED) with ``Retry-After: S``.
 - ``slow`` (delay_ms): every request waits that long before it is handled.
@@ -73,7 +74,7 @@ def _set_fault(state: EmulatorState, body: dict[str, Any]) -> Response:
         fault = Fault(
             kind=kind,
             remaining=_int(body, "count", 1),
-            retry_after=_int(body, "retry_after", 1),
+            retry_after=_int(body, "retry_after", 1) if "retry_after" in body else None,
             delay_ms=_int(body, "delay_ms", 0),
             since_ms=_int(body, "since_ms", int(time.time() * 1000)),
             status=_int(body, "status", 500),

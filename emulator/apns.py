@@ -92,9 +92,12 @@ def fault_response(fault: Fault, apns_id: str) -> Response:
         return _error(fault.status, fault.reason or "InternalServerError", apns_id, **extra)
     if fault.kind is FaultKind.RATE_LIMITED:
         status, headers, body = _error(429, "TooManyRequests", apns_id)
-        headers.append(("retry-after", str(fault.retry_after)))
+        headers.append(("retry-after", str(1 if fault.retry_after is None else fault.retry_after)))
         return status, headers, body
-    return _error(503, "ServiceUnavailable", apns_id)
+    status, headers, body = _error(503, "ServiceUnavailable", apns_id)
+    if fault.retry_after is not None:
+        headers.append(("retry-after", str(fault.retry_after)))
+    return status, headers, body
 
 
 class ApnsService:

@@ -68,9 +68,11 @@ class EmulatorControl:
         """APNs 400 BadDeviceToken / FCM 400 INVALID_ARGUMENT (FcmError)."""
         await self.set_fault(token, "bad")
 
-    async def flaky(self, token: str, count: int) -> None:
-        """The next ``count`` pushes answer 503, then pushes succeed."""
-        await self.set_fault(token, "flaky", count=count)
+    async def flaky(self, token: str, count: int, retry_after: int | None = None) -> None:
+        """The next ``count`` pushes answer 503 (with ``Retry-After: retry_after`` when
+        given), then pushes succeed."""
+        options = {} if retry_after is None else {"retry_after": retry_after}
+        await self.set_fault(token, "flaky", count=count, **options)
 
     async def rate_limited(self, token: str, count: int, retry_after: int = 1) -> None:
         """The next ``count`` pushes answer 429 with ``Retry-After: retry_after``."""

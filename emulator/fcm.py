@@ -76,9 +76,12 @@ def fault_response(fault: Fault) -> Response:
             429,
             "Quota exceeded for sending messages.",
             error_code="QUOTA_EXCEEDED",
-            headers=[("retry-after", str(fault.retry_after))],
+            headers=[("retry-after", str(1 if fault.retry_after is None else fault.retry_after))],
         )
-    return rpc_error(503, "The service is currently unavailable.", error_code="UNAVAILABLE")
+    headers = [] if fault.retry_after is None else [("retry-after", str(fault.retry_after))]
+    return rpc_error(
+        503, "The service is currently unavailable.", error_code="UNAVAILABLE", headers=headers
+    )
 
 
 def _oauth_error(error: str, description: str) -> Response:

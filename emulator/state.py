@@ -34,7 +34,7 @@ _COUNTED = frozenset({"flaky", "rate_limited", "error"})
 class Fault:
     kind: FaultKind
     remaining: int = 1  # for flaky and rate_limited
-    retry_after: int = 1  # seconds, for rate_limited
+    retry_after: int | None = None  # seconds: rate_limited (1 when unset), flaky (optional)
     delay_ms: int = 0  # for slow
     since_ms: int = 0  # for dead: the 410 timestamp
     status: int = 500  # for error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -112,6 +113,8 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             content_type="application/json",
             message_id=message_id,
+            # how far the queue has got, for the sweeper's lost wake-ups (sweeper.QueueHead)
+            timestamp=datetime.now(UTC),
         )
         await exchange.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS)
 

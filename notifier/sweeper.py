@@ -6,6 +6,12 @@ due ``scheduled``/``retrying`` documents, never-published ``pending`` ones and l
 wake-ups, and publishes their ids. Every take is an atomic store update, so however many
 sweepers run, each document is republished by one of them per round. A failed publish
 clears ``published_at`` again so the next round retries.
+
+A due retry is its own take and never waits on the queue's depth. Only the lost-wake-up
+take does: a document published but unclaimed may simply be waiting its turn in a deep
+queue. The work queue is first in, first out, so once this worker has received a message
+published at T, every wake-up published before T has left the queue; one published well
+before T (``stale_published_seconds``) and still unclaimed is lost (:class:`QueueHead`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 from notifier import metrics
@@ -28,7 +35,8 @@ MAX_TAKES_PER_ROUND = 20
 # The API publishes right after its insert and marks the ids once the broker confirmed;
 # under load confirms take seconds, so wait well past that before assuming a lost publish.
 UNPUBLISHED_GRACE_SECONDS = 30.0
-BACKLOG_STALE_SECONDS = 24 * 3600.0
+# A cut-off no publish precedes: with it the lost-wake-up take finds nothing.
+NO_PUBLISH_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 BACKOFF_MAX_SECONDS = 30.0
 PUBLISH_CHUNK = 100  # ids per confirmed publish burst, so a busy broker confirms in time
 GAUGE_REFRESH_SECONDS = 12.0
@@ -44,15 +52,44 @@ class Publisher(Protocol):
     async def queue_depths(self) -> dict[str, int]: ...
 
 
+class QueueHead:
+    """How far the work queue has got, as one worker sees it: the publish time of the
+    newest message it received (every publish is stamped, ``notifier.broker``).
+
+    The queue hands messages out in order, so everything published before that time has
+    been delivered (to some worker). Requeued and redelivered messages carry their old
+    stamp and never move the head back. AMQP stamps are whole seconds, rounded down: the
+    head errs early, on the safe side."""
+
+    def __init__(self) -> None:
+        self.newest: datetime | None = None
+
+    def seen(self, published: datetime | None) -> None:
+        if published is None:  # a message from a publisher that does not stamp
+            return
+        if published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        if self.newest is None or published > self.newest:
+            self.newest = published
+
+
 class Sweeper:
     """One worker's sweeper; :meth:`run` loops until cancelled."""
 
-    def __init__(self, settings: Settings, store: NotificationStore, broker: Publisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: NotificationStore,
+        broker: Publisher,
+        queue_head: QueueHead | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.broker = broker
-        # A wake-up is "lost" when its document stayed unclaimed this long after publish;
-        # generous, since a long backlog legitimately waits in the queue.
+        self.queue_head = queue_head or QueueHead()
+        # A wake-up is "lost" when its document stayed unclaimed this long after the queue
+        # handed out its message: room for messages that wait in a busy worker's prefetch,
+        # and for clocks of different hosts.
         self.stale_published_seconds = max(60.0, 2.0 * settings.lock_seconds)
         self.by_status: dict[str, int] = {}
         self.queue_depths: dict[str, int] = {}
@@ -113,24 +150,34 @@ class Sweeper:
     async def _publish_due(self) -> int:
         total = 0
         for _ in range(MAX_TAKES_PER_ROUND):
+            now = utcnow()
             ids = await self.store.take_due_for_publish(
-                utcnow(),
+                now,
                 limit=TAKE_LIMIT,
                 unpublished_grace_seconds=UNPUBLISHED_GRACE_SECONDS,
-                stale_published_seconds=self._stale_published_seconds(),
+                stale_published_seconds=self._stale_published_seconds(now),
             )
             total += await self._publish(ids, "due")
             if len(ids) < TAKE_LIMIT:
                 break
         return total
 
-    def _stale_published_seconds(self) -> float:
-        """While wake-ups wait in the work queue, an unclaimed document is a backlog, not a
-        lost message: republishing it would only flood the queue with duplicates (and the
-        store with scans). Lost wake-ups are looked for once the queue has drained."""
-        if self.queue_depths.get(self.settings.queue, 0) > 0:
-            return BACKLOG_STALE_SECONDS
-        return self.stale_published_seconds
+    def _stale_published_seconds(self, now: datetime) -> float:
+        """How old a publish must be for its unclaimed document to count as lost.
+
+        With an empty work queue every wake-up has been handed out: lost after
+        ``stale_published_seconds``. While messages wait in the queue, an unclaimed document
+        may be one of them (republishing it would only add duplicates): it counts as lost
+        only once the queue has moved ``stale_published_seconds`` past its publish
+        (:class:`QueueHead`), so however deep the backlog, a lost wake-up waits about as
+        long as a message waits in the queue, plus that margin. A worker that has received
+        nothing yet knows nothing of the queue and leaves the take to the others."""
+        if self.queue_depths.get(self.settings.queue, 0) == 0:
+            return self.stale_published_seconds
+        head = self.queue_head.newest
+        if head is None:
+            return (now - NO_PUBLISH_BEFORE).total_seconds()
+        return self.stale_published_seconds + max(0.0, (now - head).total_seconds())
 
     async def _publish(self, ids: list[str], reason: str) -> int:
         published = 0

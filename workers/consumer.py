@@ -35,6 +35,7 @@ from notifier.delivery import Deliverer
 from notifier.logging import get_logger
 from notifier.settings import Settings
 from notifier.store.base import StoreUnavailable
+from notifier.sweeper import QueueHead
 
 log = get_logger(__name__)
 
@@ -122,8 +123,10 @@ class Consumer:
         deliverer: Deliverer,
         *,
         concurrency: int,
+        queue_head: QueueHead | None = None,
     ) -> None:
         self.settings = settings
+        self.queue_head = queue_head or QueueHead()
         self.connection = connection
         self.deliverer = deliverer
         self.channel_count = max(1, math.ceil(concurrency / settings.prefetch))
@@ -170,6 +173,7 @@ class Consumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
             return  # left unacked: the broker requeues it when the channel closes
+        self.queue_head.seen(message.timestamp)
         task = asyncio.get_running_loop().create_task(self._handle(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -23,7 +23,7 @@ from notifier.models import Platform
 from notifier.providers.base import Provider
 from notifier.settings import Settings
 from notifier.store.factory import open_store
-from notifier.sweeper import Sweeper
+from notifier.sweeper import QueueHead, Sweeper
 from workers.claims import ClaimBatcher
 from workers.consumer import Consumer
 from workers.http import WorkerState, start_http
@@ -110,9 +110,12 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         )
         # read at scrape time: an inc() and a dec() per push cost two lock round trips
         metrics.INFLIGHT.set_function(lambda: deliverer.stats.inflight)
-        consumer = Consumer(settings, broker.connection, deliverer, concurrency=concurrency)
+        queue_head = QueueHead()  # what the consumer receives tells the sweeper what is lost
+        consumer = Consumer(
+            settings, broker.connection, deliverer, concurrency=concurrency, queue_head=queue_head
+        )
         stack.push_async_callback(consumer.close)
-        sweeper = Sweeper(settings, store, broker)
+        sweeper = Sweeper(settings, store, broker, queue_head)
         state = WorkerState(worker_id, store, broker, deliverer, consumer, sweeper)
         runner = await start_http(state, host, metrics_port)
         stack.push_async_callback(runner.cleanup)

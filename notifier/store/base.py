@@ -168,7 +168,12 @@ class NotificationStore(Protocol):
         """Notifications whose key is ``key`` or starts with ``key + '#'`` (user fan-out), by id."""
 
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
-        """Set ``published_at`` on documents that have none (after a confirmed publish)."""
+        """Set ``published_at`` on ``pending`` documents that have none and that no worker has
+        claimed yet (``attempts == 0``), after a confirmed publish.
+
+        A document a worker claimed first has moved on: its wake-up is consumed, and a mark
+        would pass that off as the next one's (a ``retrying`` document would then wait for
+        the lost-wake-up take instead of its ``next_attempt_at``)."""
 
     async def cancel(
         self, id: str, app: str, now: datetime
@@ -221,11 +226,14 @@ class NotificationStore(Protocol):
         """Atomically take documents that need a (re)publish and set ``published_at = now``.
 
         Taken: unlocked (or lock-expired) open documents that are
-        - ``scheduled``/``retrying`` and due, with ``published_at`` unset;
+        - ``scheduled``/``retrying`` and due, with ``published_at`` unset or earlier than
+          when they fell due (``scheduled_for``/``next_attempt_at``): a wake-up from before
+          that cannot have delivered them, so they are taken whatever the other cut-offs;
         - ``pending`` with ``published_at`` unset, created more than the grace ago (the API's
           publish failed or it died between insert and publish);
         - open and due with ``published_at`` older than ``stale_published_seconds`` and never
-          claimed since (a lost wake-up).
+          claimed since (a lost wake-up; the sweeper sets the cut-off from how far the work
+          queue has got, see notifier/sweeper.py).
         Each document is taken by one caller only, however many sweepers run at once.
         """
 

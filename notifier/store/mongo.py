@@ -197,7 +197,7 @@ class MongoStore(DeviceStoreMixin):
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
         if ids:
             await self._notifications.update_many(
-                {"_id": {"$in": list(ids)}, "published_at": None}, {"$set": {"published_at": at}}
+                q.unclaimed_unpublished(list(ids)), {"$set": {"published_at": at}}
             )
 
     @mapped

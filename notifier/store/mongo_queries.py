@@ -210,13 +210,33 @@ def completed_by(worker_id: str, items: list[tuple[str, Outcome]]) -> Filter:
 # -- sweeper ---------------------------------------------------------------------------------
 
 
+# Never published, or last published before it fell due: that wake-up missed the claim as not
+# due, so it does not count (postgres_sql.AWAITING_PUBLISH). In an expression a missing field
+# is null, which sorts before every date.
+AWAITING_PUBLISH: list[Filter] = [
+    {"published_at": None},
+    {"$expr": {"$lt": ["$published_at", "$next_attempt_at"]}},
+    {"$expr": {"$lt": ["$published_at", "$scheduled_for"]}},
+]
+
+
+def unclaimed_unpublished(ids: list[str]) -> Filter:
+    """What ``mark_published`` may mark: not claimed yet (postgres_sql.MARK_PUBLISHED)."""
+    return {
+        "_id": {"$in": ids},
+        "published_at": None,
+        "attempts": 0,
+        "status": Status.PENDING.value,
+    }
+
+
 def due_for_publish(now: datetime, grace_cutoff: datetime, stale_cutoff: datetime) -> Filter:
     """Open, unlocked (or lock-expired), due documents that need a (re)publish."""
     needs_publish = {
         "$or": [
-            {
-                "published_at": None,
+            {  # due, and never published since it fell due (see AWAITING_PUBLISH)
                 "status": {"$in": [Status.SCHEDULED.value, Status.RETRYING.value]},
+                "$or": AWAITING_PUBLISH,
             },
             {
                 "published_at": None,

@@ -18,6 +18,12 @@ SETUP_LOCK_KEY = 0x6E6F7469666965  # "notifie"
 
 OPEN = "('pending', 'scheduled', 'retrying')"
 FINAL = "('sent', 'failed', 'cancelled', 'expired')"
+# Never published, or last published before it fell due (that wake-up missed the claim as
+# not due): the document needs a publish once due. The index predicate and the take use
+# this same text, so that the planner proves the one from the other.
+AWAITING_PUBLISH = (
+    "(published_at IS NULL OR published_at < next_attempt_at OR published_at < scheduled_for)"
+)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS notifications (
@@ -66,14 +72,16 @@ CREATE INDEX IF NOT EXISTS notifications_target_token
     ON notifications (target_token);
 CREATE INDEX IF NOT EXISTS notifications_app_id
     ON notifications (app, id DESC);
--- The sweeper's two takes (TAKE_DUE_FOR_PUBLISH): open documents never published, by when
--- they fall due, and open documents published, by when. A document is in at most one, and
--- in neither once final; the first stays the size of what awaits a publish.
+-- The sweeper's two takes (TAKE_DUE_FOR_PUBLISH): open documents awaiting a publish (never
+-- published, or last published before they fell due), by when they fall due, and open
+-- documents published, by when. Neither holds a final document; the first stays the size of
+-- what awaits a publish.
 DROP INDEX IF EXISTS notifications_open_published;
 DROP INDEX IF EXISTS notifications_open_created;
-CREATE INDEX IF NOT EXISTS notifications_open_unpublished_due
+DROP INDEX IF EXISTS notifications_open_unpublished_due;
+CREATE INDEX IF NOT EXISTS notifications_open_awaiting_publish
     ON notifications ((coalesce(next_attempt_at, '-infinity')))
-    WHERE published_at IS NULL AND status IN {OPEN};
+    WHERE status IN {OPEN} AND {AWAITING_PUBLISH};
 CREATE INDEX IF NOT EXISTS notifications_open_published_at
     ON notifications (published_at) WHERE published_at IS NOT NULL AND status IN {OPEN};
 
@@ -183,9 +191,13 @@ ORDER BY id
 
 # Multi-row updates lock their rows in id order first (ORDER BY id FOR UPDATE): two of them
 # running at once (the API's mark_published, a worker's complete_many) then never deadlock.
+# Only documents no worker has claimed yet: the API marks after its confirm, and by then a
+# fast worker may have pushed the document and stored it as retrying; a mark there would pass
+# the consumed wake-up off as the retry's (docs/workers.md, "Sweeper").
 MARK_PUBLISHED = """
 UPDATE notifications n SET published_at = $2
 FROM (SELECT id FROM notifications WHERE id = ANY($1::text[]) AND published_at IS NULL
+        AND attempts = 0 AND status = 'pending'
       ORDER BY id FOR UPDATE) l
 WHERE n.id = l.id
 """
@@ -275,15 +287,18 @@ RETURNING n.id
 # Two takes, each on its own partial index, so that a round reads what it publishes and
 # not the backlog: under a burst of 100,000 queued (published) documents, one scan of all
 # open documents per round and worker was a steady share of PostgreSQL's CPU.
-# - never published (due scheduled/retrying ones, pending ones past the grace): the index
-#   holds unpublished open documents only, keyed by when they fall due;
-# - published long ago and never claimed since (a lost wake-up): by published_at.
+# - awaiting a publish (due scheduled/retrying ones never published since they fell due,
+#   pending ones never published past the grace): the index holds those open documents
+#   only, keyed by when they fall due. A wake-up published before the document was due
+#   cannot deliver it (its claim misses as not due), so it does not count;
+# - published long ago and never claimed since (a lost wake-up): by published_at. The
+#   sweeper sets the cut-off from how far the work queue has got (notifier/sweeper.py).
 _DUE_UNLOCKED = """(scheduled_for IS NULL OR scheduled_for <= $1)
       AND (locked_by IS NULL OR lock_expiry < $1)"""
 TAKE_DUE_FOR_PUBLISH = f"""
 WITH unpublished AS (
     SELECT id FROM notifications
-    WHERE published_at IS NULL AND status IN {OPEN}
+    WHERE status IN {OPEN} AND {AWAITING_PUBLISH}
       AND coalesce(next_attempt_at, '-infinity') <= $1
       AND {_DUE_UNLOCKED}
       AND (status <> 'pending' OR created_at < $3)
@@ -301,7 +316,7 @@ WITH unpublished AS (
     SELECT id FROM unpublished UNION SELECT id FROM stale
 )
 UPDATE notifications n SET published_at = $1
-FROM (SELECT id FROM c LIMIT $2) c WHERE n.id = c.id
+WHERE n.id = ANY(ARRAY(SELECT id FROM c LIMIT $2))
 RETURNING n.id
 """
 

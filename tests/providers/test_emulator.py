@@ -407,6 +407,17 @@ async def test_flaky_token_fails_n_times_then_succeeds(client, emu) -> None:
     assert (await _send(client, emu, MESSAGE, access)).status_code == 200
 
 
+async def test_flaky_token_may_send_retry_after_with_its_503(client, emu) -> None:
+    await emu.control.flaky(DEVICE, 1, retry_after=1)
+    await emu.control.flaky(FCM_TOKEN, 1, retry_after=2)
+    answer = await _push(client, emu)
+    assert (answer.status_code, answer.headers["retry-after"]) == (503, "1")
+    answer = await _send(client, emu, MESSAGE, await _access_token(client, emu))
+    assert (answer.status_code, answer.headers["retry-after"]) == (503, "2")
+    await emu.control.flaky(DEVICE, 1)  # without retry_after: no header, as before
+    assert "retry-after" not in (await _push(client, emu)).headers
+
+
 async def test_rate_limited_token_answers_429_with_retry_after(client, emu) -> None:
     await emu.control.rate_limited(DEVICE, 1, retry_after=30)
     await emu.control.rate_limited(FCM_TOKEN, 1, retry_after=7)

@@ -68,7 +68,15 @@ async def test_concurrent_sweepers_take_disjoint_sets(
     connect_store: ConnectStore, store: NotificationStore, now: datetime
 ) -> None:
     old = now - timedelta(seconds=GRACE + 1)
-    ids = {n.id for n in await insert(store, *(make_notification(old) for _ in range(600)))}
+    pending = (make_notification(old) for _ in range(400))
+    # due retries whose last publish came before they fell due: the other part of the take
+    retrying = (
+        make_notification(
+            old, status=Status.RETRYING, attempts=1, next_attempt_at=now, published_at=old
+        )
+        for _ in range(200)
+    )
+    ids = {n.id for n in await insert(store, *pending, *retrying)}
     sweepers = [store, await connect_store(), await connect_store()]
 
     async def sweep(sweeper: NotificationStore) -> list[str]:
@@ -175,3 +183,85 @@ async def test_counts_by_status_open_only_counts_the_backlog(
     assert full[Status.PENDING] == 1 and full[Status.SENT] == 1
     mine = await store.counts_by_status(open_one.app, open_only=True)
     assert mine[Status.PENDING] == 1
+
+
+def _retry_after(finished: datetime, seconds: float) -> Outcome:
+    return Outcome(
+        status=Status.RETRYING,
+        attempt_outcome=AttemptOutcome.RETRY,
+        finished_at=finished,
+        provider_status=503,
+        next_attempt_at=finished + timedelta(seconds=seconds),
+    )
+
+
+async def test_mark_published_leaves_a_document_that_moved_on_alone(
+    store: NotificationStore, now: datetime
+) -> None:
+    """The API marks ids once the broker confirmed, and a fast worker may be first: a mark
+    on a document already claimed (being pushed, or back as ``retrying``) would pass an old
+    wake-up off as the retry's, and the retry would wait for the lost-wake-up take."""
+    fresh, pushing, retrying = await insert(
+        store, make_notification(now), make_notification(now), make_notification(now)
+    )
+    claimed = await store.claim_many([pushing.id, retrying.id], "w1", now, 300)
+    assert all(r.won for r in claimed.values())
+    finished = now + timedelta(milliseconds=5)
+    assert await store.complete(retrying.id, "w1", _retry_after(finished, 1))
+
+    await store.mark_published([fresh.id, pushing.id, retrying.id], now + timedelta(seconds=0.2))
+
+    got = {n.id: await store.get(n.id) for n in (fresh, pushing, retrying)}
+    assert got[fresh.id] is not None and got[fresh.id].published_at == now + timedelta(seconds=0.2)
+    assert got[pushing.id] is not None and got[pushing.id].published_at is None
+    assert got[retrying.id] is not None and got[retrying.id].published_at is None
+    # so the retry is taken the moment it is due, whatever the lost-wake-up bound
+    due = finished + timedelta(seconds=1)
+    assert await store.take_due_for_publish(
+        due, limit=10, unpublished_grace_seconds=GRACE, stale_published_seconds=86400
+    ) == [retrying.id]
+
+
+async def test_due_take_ignores_a_publish_from_before_the_document_fell_due(
+    store: NotificationStore, now: datetime
+) -> None:
+    """A wake-up published before ``next_attempt_at`` / ``scheduled_for`` cannot deliver the
+    document (its claim misses as not due): once due, the document is taken on its own,
+    however long lost wake-ups are given (documents left so by an older API are healed)."""
+    early = now - timedelta(seconds=5)
+    due_at = now - timedelta(seconds=1)
+    retrying, scheduled, waiting, republished = await insert(
+        store,
+        make_notification(
+            early, status=Status.RETRYING, next_attempt_at=due_at, attempts=1, published_at=early
+        ),
+        make_notification(early, status=Status.SCHEDULED, scheduled_for=due_at, published_at=early),
+        make_notification(
+            early,
+            status=Status.RETRYING,
+            attempts=1,
+            next_attempt_at=now + timedelta(seconds=30),
+            published_at=early,
+        ),
+        # published once it was due: its wake-up is in the queue, not lost
+        make_notification(
+            early, status=Status.RETRYING, next_attempt_at=due_at, attempts=1, published_at=due_at
+        ),
+    )
+    taken = await store.take_due_for_publish(
+        now, limit=10, unpublished_grace_seconds=GRACE, stale_published_seconds=86400
+    )
+    assert sorted(taken) == sorted([retrying.id, scheduled.id])
+    assert waiting.id not in taken and republished.id not in taken
+    for id in taken:
+        doc = await store.get(id)
+        assert doc is not None and doc.published_at == now
+    assert (
+        await store.take_due_for_publish(
+            now + timedelta(seconds=1),
+            limit=10,
+            unpublished_grace_seconds=GRACE,
+            stale_published_seconds=86400,
+        )
+        == []
+    )

@@ -1,0 +1,159 @@
+"""The sweeper against the real store and broker: due retries whatever the queue depth, and
+lost wake-ups found during a backlog by how far the queue has got (notifier/sweeper.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import pytest
+
+from notifier.broker import Broker, decode
+from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
+from notifier.settings import Settings
+from notifier.store.base import NotificationStore
+from notifier.store.factory import open_store
+from notifier.sweeper import QueueHead, Sweeper
+
+
+@pytest.fixture
+def pg_url(fresh_pg_url: str) -> str:
+    """A database of this test's own: the sweeper takes whatever is due in it."""
+    return fresh_pg_url
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    # a lost wake-up is one left unclaimed max(60 s, 2 x lock) after the queue passed it
+    return make_settings(lock_seconds=30)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[NotificationStore]:
+    s = await open_store(settings)
+    await s.setup()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def broker(settings: Settings) -> AsyncIterator[Broker]:
+    b = await Broker.connect(settings)
+    yield b
+    await b.close()
+
+
+def note(created: datetime, **fields: object) -> Notification:
+    values: dict[str, object] = {
+        "id": new_id(),
+        "app": "a",
+        "target": Target(Platform.FCM, "fcm-token"),
+        "created_at": created,
+        "updated_at": created,
+        "title": "Hi",
+        "status": Status.PENDING,
+    }
+    values.update(fields)
+    return Notification(**values)  # type: ignore[arg-type]
+
+
+async def queued_ids(settings: Settings) -> list[str]:
+    """Every id waiting in the work queue (consumed and acked: the test's own queue)."""
+    ids: list[str] = []
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(settings.queue, ensure=False)
+        while (message := await queue.get(fail=False)) is not None:
+            ids += decode(message.body) or []
+            await message.ack()
+    return ids
+
+
+async def backlog(sweeper: Sweeper, broker: Broker, messages: int) -> None:
+    """Messages waiting in the work queue, that nobody consumes; the sweeper knows it."""
+    await broker.publish([new_id() for _ in range(messages)], per_message=1)
+    await sweeper.refresh_gauges()
+    assert sweeper.queue_depths[sweeper.settings.queue] >= messages
+
+
+async def test_a_due_retry_is_published_whatever_the_queue_depth(
+    settings: Settings, store: NotificationStore, broker: Broker
+) -> None:
+    """Attempt 1 ended as retrying before the API's late mark: published_at is older than
+    next_attempt_at. Once due it goes out in the next round, deep queue or not."""
+    now = utcnow()
+    finished = now - timedelta(seconds=1)
+    [retry] = [
+        r.notification
+        for r in await store.insert_many(
+            [
+                note(
+                    now - timedelta(seconds=2),
+                    status=Status.RETRYING,
+                    attempts=1,
+                    next_attempt_at=finished + timedelta(seconds=1),
+                    published_at=finished + timedelta(milliseconds=200),
+                )
+            ]
+        )
+    ]
+    sweeper = Sweeper(settings, store, broker)  # and this worker has received nothing yet
+    await backlog(sweeper, broker, 500)
+
+    assert await sweeper.sweep_once() == 1
+    assert retry.id in await queued_ids(settings)
+    doc = await store.get(retry.id)
+    assert doc is not None and doc.published_at is not None and doc.published_at >= now
+
+
+async def test_lost_wake_ups_during_a_backlog_are_found_by_how_far_the_queue_has_got(
+    settings: Settings, store: NotificationStore, broker: Broker
+) -> None:
+    """The queue is 100 s behind (the newest message this worker received was published
+    100 s ago). A wake-up published 200 s ago is lost (the queue passed it 100 s ago, more
+    than the 60 s margin); one published 150 s ago may still be waiting: it is left alone."""
+    now = utcnow()
+    created = now - timedelta(seconds=300)
+    lost, waiting = (
+        r.notification
+        for r in await store.insert_many(
+            [
+                note(created, published_at=now - timedelta(seconds=200)),
+                note(created, published_at=now - timedelta(seconds=150)),
+            ]
+        )
+    )
+    head = QueueHead()
+    sweeper = Sweeper(settings, store, broker, head)
+    await backlog(sweeper, broker, 50)
+
+    assert await sweeper.sweep_once() == 0  # nothing received yet: nothing known to be lost
+    head.seen(now - timedelta(seconds=100))
+    head.seen(now - timedelta(seconds=250))  # a redelivery: its old stamp does not count
+    assert await sweeper.sweep_once() == 1
+    assert lost.id in await queued_ids(settings)
+    assert await sweeper.sweep_once() == 0  # republished: not lost again until passed again
+    # the queue drained: everything published more than 60 s ago and unclaimed is lost
+    await sweeper.refresh_gauges()
+    assert sweeper.queue_depths[settings.queue] == 0
+    assert await sweeper.sweep_once() == 1
+    assert await queued_ids(settings) == [waiting.id]
+
+
+async def test_every_publish_is_stamped_and_moves_the_queue_head(
+    settings: Settings, broker: Broker
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    await broker.publish([new_id()])
+    after = datetime.now(UTC)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(settings.queue, ensure=False)
+        message = await queue.get(timeout=5)
+        head = QueueHead()
+        head.seen(message.timestamp)
+        await message.ack()
+    assert head.newest is not None and before <= head.newest <= after
