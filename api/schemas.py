@@ -13,9 +13,11 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     Tag,
     ValidationInfo,
     WithJsonSchema,
@@ -47,7 +49,9 @@ _RFC3339 = re.compile(
 # Tags of the `to` union: dropped from error locations so a pointer reads /to/token.
 TARGET_TAGS = frozenset({"device", "user"})
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+# No stored string may hold NUL (PostgreSQL text cannot); bodies are checked in api/body.py.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)]
 # Printable ASCII without "#": a user fan-out stores its documents' keys as f"{key}#{n}".
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21\x22\x24-\x7e]{1,200}$"
 IdempotencyKey = Annotated[str, Field(pattern=IDEMPOTENCY_KEY_PATTERN)]
@@ -193,6 +197,21 @@ def _parse_rfc3339(value: Any) -> Any:
     return value
 
 
+def _whole_number(value: Any) -> Any:
+    """3600.0 is the integer 3600 to JSON Schema, so it is to us; "3600" stays refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+TtlSeconds = Annotated[int, Field(ge=0, le=MAX_TTL_SECONDS), BeforeValidator(_whole_number)]
+
+# "give a title, a body or data" as JSON Schema: one of them present and not empty/null
+_SOME_CONTENT: list[JsonValue] = [
+    {"required": ["title"], "properties": {"title": {"type": "string"}}},
+    {"required": ["body"], "properties": {"body": {"type": "string"}}},
+    {"required": ["data"], "properties": {"data": {"minProperties": 1}}},
+]
+
+
 def _check_payload(spec: PlatformSpec, content: Content) -> None:
     size = spec.payload_size(content)
     if size > spec.payload_limit:
@@ -205,7 +224,9 @@ def _check_payload(spec: PlatformSpec, content: Content) -> None:
 class NotificationRequest(_Model):
     """``POST /v1/notifications``: one notification to a device or to a user's devices."""
 
-    model_config = ConfigDict(json_schema_extra={"description": payload_rules_text()})
+    model_config = ConfigDict(
+        json_schema_extra={"description": payload_rules_text(), "anyOf": _SOME_CONTENT}
+    )
 
     to: Target
     user_id: Id | None = None
@@ -215,7 +236,7 @@ class NotificationRequest(_Model):
         default_factory=dict, max_length=256
     )
     priority: Priority = Field(default=Priority.HIGH, strict=False)
-    ttl_seconds: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS)
+    ttl_seconds: TtlSeconds | None = None
     collapse_key: CollapseKey | None = None
     scheduled_for: datetime | None = Field(
         default=None,
@@ -283,9 +304,10 @@ class BatchRequest(_Model):
 
 
 class BatchEnvelope(_Model):
-    """The batch envelope as parsed first: items stay raw so each fails on its own."""
+    """The batch envelope as parsed first: items stay raw objects so each fails on its own
+    (an item that is not an object fails the envelope: 422 naming it)."""
 
-    notifications: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+    notifications: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class DeviceRequest(_Model):
@@ -303,4 +325,4 @@ class ListQuery(_Model):
     user_id: Id | None = None
     status: Status | None = None
     limit: int = Field(default=50, ge=1, le=100)
-    after: str | None = Field(default=None, min_length=1, max_length=64)
+    after: str | None = Field(default=None, min_length=1, max_length=64, pattern=NO_NUL_PATTERN)

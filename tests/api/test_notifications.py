@@ -279,3 +279,11 @@ async def test_valid_fcm_and_apns_tokens_are_accepted(api: Api) -> None:
         r = await api.post("/v1/notifications", {"to": to, "title": "Hi"})
         assert r.status == 202, await r.text()
     assert (await api.stored(), await api.queued()) == (len(REAL_TOKENS), len(REAL_TOKENS))
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Api) -> None:
+    """3600.0 is the integer 3600 to JSON Schema (the OpenAPI document), so it is to us."""
+    r = await api.post("/v1/notifications", {"to": APNS, "title": "Hi", "ttl_seconds": 3600.0})
+    assert r.status == 202, await r.text()
+    stored = await api.store.get((await r.json())["id"])
+    assert stored is not None and stored.ttl_seconds == 3600

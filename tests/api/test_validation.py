@@ -187,6 +187,18 @@ async def test_bad_batch_envelope_is_422(api: Api, body: Any) -> None:
     await assert_nothing_changed(api)
 
 
+@pytest.mark.parametrize(
+    "items", [[[None, None]], [_n(), 3], [_n(), None, "x"]], ids=["list", "number", "null"]
+)
+async def test_batch_item_that_is_not_an_object_is_422_naming_it(api: Api, items: Any) -> None:
+    r = await api.post("/v1/notifications/batch", {"notifications": items})
+    problem = await r.json(content_type=None)
+    assert_problem(r.status, r.content_type, problem, 422)
+    bad = [f"/notifications/{i}" for i, item in enumerate(items) if not isinstance(item, dict)]
+    assert [e["pointer"] for e in problem["errors"]] == bad
+    await assert_nothing_changed(api)
+
+
 async def test_bad_idempotency_key_is_422(api: Api) -> None:
     r = await api.post("/v1/notifications", _n(), **{"Idempotency-Key": "a#1"})
     problem = await r.json(content_type=None)
@@ -207,6 +219,29 @@ async def test_fan_out_to_user_without_device_is_422(api: Api) -> None:
 async def test_bad_list_query_is_422(api: Api, query: str) -> None:
     r = await api.client.get(f"/v1/notifications?{query}", headers=api.auth)
     assert_problem(r.status, r.content_type, await r.json(content_type=None), 422)
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/notifications", "GET, OPTIONS, POST"),
+        ("/v1/notifications/batch", "OPTIONS, POST"),
+        ("/v1/notifications/some-id", "DELETE, GET, OPTIONS"),
+        (f"/v1/devices/{APNS_TOKEN}", "DELETE, OPTIONS, PUT"),
+        ("/v1/users/u1/devices", "GET, OPTIONS"),
+        ("/health", "GET, OPTIONS"),
+    ],
+)
+async def test_options_answers_204_with_allow_and_needs_no_key(
+    api: Api, path: str, allow: str
+) -> None:
+    r = await api.client.options(path)
+    assert (r.status, r.headers.get("Allow"), await r.read()) == (204, allow, b"")
+
+
+async def test_options_on_an_unknown_path_is_a_404_problem(api: Api) -> None:
+    r = await api.client.options("/v1/nothing-here")
+    assert_problem(r.status, r.content_type, await r.json(content_type=None), 404)
 
 
 async def test_unknown_route_and_method_are_problems(api: Api) -> None:
