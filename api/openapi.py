@@ -1,7 +1,9 @@
-"""The OpenAPI 3.1 document: request schemas from the pydantic models, answers by hand.
+"""The OpenAPI 3.1 document: request schemas and parameters from the pydantic models
+(which read the provider rules table), answers from the shapes the views build.
 
 ``tests/api/test_openapi.py`` walks the router and fails when a route and this document
-disagree, so a new handler cannot ship undocumented.
+disagree, so a new handler cannot ship undocumented; ``tests/api/test_schemathesis.py``
+holds the API to it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ _ERROR_TEXT = {
     413: f"Body larger than {size_text(MAX_BODY_BYTES)}",
     415: "Body is not application/json",
     422: "Body or parameters break the rules; `errors` lists every invalid field",
-    # refusals the schema cannot state: each operation names its own
     429: "Rate limit of the API key exceeded (see Retry-After)",
     503: "Store unavailable",
 }
