@@ -50,12 +50,13 @@ def _response_schemas() -> dict[str, Any]:
 
 
 _ERROR_TEXT = {
-    400: "Malformed JSON",
+    400: "Malformed JSON, or a body that is not valid data of its Content-Encoding",
     401: "Missing or unknown API key",
     404: "Not found (or another app's)",
+    408: "The body did not arrive whole in time (NOTIFIER_API_BODY_TIMEOUT_SECONDS)",
     409: "Conflict",
     413: f"Body larger than {size_text(MAX_BODY_BYTES)}",
-    415: "Body is not application/json",
+    415: "Body is not application/json, or a Content-Encoding other than gzip or deflate",
     422: "Body or parameters break the rules; `errors` lists every invalid field",
     429: "Rate limit of the API key exceeded (see Retry-After)",
     503: "Store unavailable",
@@ -134,7 +135,7 @@ _IDEMPOTENCY = _param(
 def _paths() -> dict[str, dict[str, Any]]:
     accepted = _json("Accepted", "Accepted: stored and queued (or scheduled)")
     replay = _json("Accepted", "Idempotent replay: the first answer, nothing created")
-    write_errors = (400, 413, 415, 422)
+    write_errors = (400, 408, 413, 415, 422)
     return {
         "/v1/notifications": {
             "post": {
@@ -284,6 +285,15 @@ def _without_nul(schema: Any) -> None:
         _without_nul(value)
 
 
+_INFO = (
+    "Push notifications to FCM and APNs. Every error is application/problem+json. Two "
+    "refusals come before any route and so are listed on no operation: what the HTTP "
+    "parser refuses (400, a request target too long 414, header fields too long or too "
+    "many 431) and, behind nginx, its own limits (429 per client address, 413, 502-504). "
+    "OPTIONS on a path answers 204 with Allow and needs no key."
+)
+
+
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (``app`` is accepted for symmetry, unused)."""
     _, defs = models_json_schema(
@@ -295,7 +305,7 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
     schemas = {**requests, **_response_schemas()}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "notifier", "version": "1.0.0"},
+        "info": {"title": "notifier", "version": "1.0.0", "description": _INFO},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": _with_options(_paths()),
