@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import routes_devices, routes_notifications, routes_ops
+from api import routes_devices, routes_notifications, routes_ops, routes_options
 from api.auth import KeyAuthenticator
 from api.edge import HANDLER_ARGS
 from api.keys import AUTH, LIMITER, LINK, SETTINGS, STORE, WRITER
@@ -41,6 +41,7 @@ def build_app(
     routes_ops.setup(app)
     routes_notifications.setup(app)
     routes_devices.setup(app)
+    routes_options.setup(app)  # last: it answers for every route above
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app

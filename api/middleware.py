@@ -86,8 +86,12 @@ async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/v1`` routes need a known bearer key; each key has its own token bucket."""
-    if not request.path.startswith("/v1/") or request.match_info.http_exception is not None:
+    """``/v1`` routes need a known bearer key (OPTIONS aside); each key has its own bucket."""
+    if (
+        not request.path.startswith("/v1/")
+        or request.method == "OPTIONS"
+        or request.match_info.http_exception is not None
+    ):
         return await handler(request)
     key = bearer_key(request.headers.get("Authorization"))
     unauthorized = {"WWW-Authenticate": 'Bearer realm="notifier"'}

@@ -1,150 +1,62 @@
-"""The OpenAPI 3.1 document: request schemas from the pydantic models, answers by hand.
+"""The OpenAPI 3.1 document: request schemas and parameters from the pydantic models
+(which read the provider rules table), answers from the shapes the views build.
 
 ``tests/api/test_openapi.py`` walks the router and fails when a route and this document
-disagree, so a new handler cannot ship undocumented.
+disagree, so a new handler cannot ship undocumented; ``tests/api/test_schemathesis.py``
+holds the API to it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from api.body import size_text
 from api.problems import PROBLEM_TYPE
+from api.responses import SHAPES
 from api.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
     MAX_BATCH_BODY_BYTES,
     MAX_BODY_BYTES,
+    NO_NUL_PATTERN,
     BatchRequest,
     DeviceRequest,
+    ListQuery,
     NotificationRequest,
+    any_token_pattern,
+    payload_rules_text,
 )
+from notifier.providers.spec import SPECS
 
 _REF = "#/components/schemas/{model}"
-_NULLABLE_STR = {"type": ["string", "null"]}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_STATUSES = ["pending", "scheduled", "sent", "retrying", "failed", "cancelled", "expired"]
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": _REF.format(model=name)}
 
 
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props) if required is None else required,
-    }
+def _response_schemas() -> dict[str, Any]:
+    """Every answer's schema, from the shapes the views build (``api/responses.py``)."""
+    schemas: dict[str, Any] = {}
+    for name, shape in SHAPES.items():
+        schema = TypeAdapter(shape).json_schema(ref_template=_REF, mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return schemas
 
-
-_FIELD_ERROR = _obj(
-    {
-        "pointer": {"type": "string"},
-        "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-        "message": {"type": "string"},
-    }
-)
-_PROBLEM = _obj(
-    {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {"type": "array", "items": _ref("FieldError")},
-    },
-    ["type", "title", "status", "detail"],
-)
-_ACCEPTED_ONE = _obj({"id": {"type": "string"}, "status": {"enum": ["pending", "scheduled"]}})
-_ACCEPTED_MANY = _obj(
-    {
-        "ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "status": {"enum": ["pending", "scheduled"]},
-    }
-)
-_ATTEMPT = _obj(
-    {
-        "worker": {"type": "string"},
-        "started_at": {"type": "string", "format": "date-time"},
-        "finished_at": _NULLABLE_TIME,
-        "outcome": _NULLABLE_STR,
-        "provider_status": {"type": ["integer", "null"]},
-    }
-)
-_NOTIFICATION = _obj(
-    {
-        "id": {"type": "string"},
-        "user_id": _NULLABLE_STR,
-        "target": _obj({"platform": {"enum": ["fcm", "apns"]}, "token": {"type": "string"}}),
-        "title": _NULLABLE_STR,
-        "body": _NULLABLE_STR,
-        "data": {"type": "object", "additionalProperties": {"type": "string"}},
-        "priority": {"enum": ["high", "normal"]},
-        "ttl_seconds": {"type": ["integer", "null"]},
-        "collapse_key": _NULLABLE_STR,
-        "status": {"enum": _STATUSES},
-        "scheduled_for": _NULLABLE_TIME,
-        "attempts": {"type": "integer", "minimum": 0},
-        "history": {"type": "array", "items": _ref("Attempt")},
-        "last_error": {
-            "oneOf": [
-                {"type": "null"},
-                _obj(
-                    {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "provider_status": {"type": ["integer", "null"]},
-                    }
-                ),
-            ]
-        },
-        "sent_at": _NULLABLE_TIME,
-        "provider_message_id": _NULLABLE_STR,
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    }
-)
-_DEVICE = _obj(
-    {
-        "token": {"type": "string"},
-        "user_id": _NULLABLE_STR,
-        "platform": {"enum": ["fcm", "apns"]},
-        "active": {"type": "boolean"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    }
-)
-_RESPONSE_SCHEMAS = {
-    "Problem": _PROBLEM,
-    "FieldError": _FIELD_ERROR,
-    "Accepted": {"oneOf": [_ACCEPTED_ONE, _ACCEPTED_MANY]},
-    "BatchResults": _obj(
-        {
-            "results": {
-                "type": "array",
-                "items": {
-                    "oneOf": [_ACCEPTED_ONE, _ACCEPTED_MANY, _obj({"error": _ref("Problem")})]
-                },
-            }
-        }
-    ),
-    "Attempt": _ATTEMPT,
-    "Notification": _NOTIFICATION,
-    "NotificationPage": _obj(
-        {"items": {"type": "array", "items": _ref("Notification")}, "next": _NULLABLE_STR}
-    ),
-    "Device": _DEVICE,
-    "DeviceList": _obj({"items": {"type": "array", "items": _ref("Device")}}),
-}
 
 _ERROR_TEXT = {
-    400: "Malformed JSON",
+    400: "Malformed JSON, or a body that is not valid data of its Content-Encoding",
     401: "Missing or unknown API key",
     404: "Not found (or another app's)",
+    408: "The body did not arrive whole in time (NOTIFIER_API_BODY_TIMEOUT_SECONDS)",
     409: "Conflict",
     413: f"Body larger than {size_text(MAX_BODY_BYTES)}",
-    415: "Body is not application/json",
+    415: "Body is not application/json, or a Content-Encoding other than gzip or deflate",
     422: "Body or parameters break the rules; `errors` lists every invalid field",
     429: "Rate limit of the API key exceeded (see Retry-After)",
     503: "Store unavailable",
@@ -176,7 +88,7 @@ _EXAMPLES = {
     "BatchRequest": {
         "notifications": [
             _EXAMPLE,
-            {"to": {"platform": "fcm", "token": "fcm-token"}, "data": {"k": "v"}},
+            {"to": {"platform": "fcm", "token": "fcm-token-1"}, "data": {"k": "v"}},
         ]
     },
     "DeviceRequest": {"user_id": "u1", "platform": "fcm"},
@@ -192,23 +104,45 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = True)
     return {"name": name, "in": where, "required": required, "schema": schema}
 
 
+def _query_params() -> list[dict[str, Any]]:
+    """``GET /v1/notifications``' parameters, from the model that validates them."""
+    schema = ListQuery.model_json_schema(ref_template=_REF)
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k not in ("title", "default")}
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        params.append(_param(name, "query", {**prop, **(branches[0] if branches else {})}, False))
+    return params
+
+
 _ID = _param("id", "path", {"type": "string"})
 _TOKEN = _param("token", "path", {"type": "string"})
+_DEVICE_TOKEN = {
+    **_param("token", "path", {"type": "string", "pattern": any_token_pattern()}),
+    "description": "The device's push token. It must also keep the rule of the platform "
+    "given in the body, which JSON Schema cannot tie to a path parameter (else 422): "
+    + "; ".join(spec.token_rule for spec in SPECS.values())
+    + ".",
+}
+_USER_ID = _param(
+    "user_id", "path", ListQuery.model_json_schema()["properties"]["user_id"]["anyOf"][0]
+)
 _IDEMPOTENCY = _param(
-    "Idempotency-Key", "header", {"type": "string", "pattern": r"^[!\"$-~]{1,200}$"}, False
+    "Idempotency-Key", "header", {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}, False
 )
 
 
 def _paths() -> dict[str, dict[str, Any]]:
     accepted = _json("Accepted", "Accepted: stored and queued (or scheduled)")
     replay = _json("Accepted", "Idempotent replay: the first answer, nothing created")
-    write_errors = (400, 413, 415, 422)
+    write_errors = (400, 408, 413, 415, 422)
     return {
         "/v1/notifications": {
             "post": {
                 "operationId": "createNotification",
                 "summary": "Send one notification (to a device, or to every active device of "
                 "a user; a user without an active device is 422)",
+                "description": payload_rules_text(),
                 "parameters": [_IDEMPOTENCY],
                 "requestBody": _body("NotificationRequest"),
                 "responses": {"202": accepted, "200": replay, **_errors(*write_errors, 409)},
@@ -216,14 +150,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "listNotifications",
                 "summary": "Cursor-paged list, newest first",
-                "parameters": [
-                    _param("user_id", "query", {"type": "string"}, False),
-                    _param("status", "query", {"enum": _STATUSES}, False),
-                    _param(
-                        "limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, False
-                    ),
-                    _param("after", "query", {"type": "string"}, False),
-                ],
+                "parameters": _query_params(),
                 "responses": {
                     "200": _json("NotificationPage", "A page"),
                     **_errors(422),
@@ -234,6 +161,11 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": {
                 "operationId": "createNotificationBatch",
                 "summary": "Up to 500 notifications; per-item results in input order",
+                "description": "The envelope (1..500 JSON objects) is checked first: an "
+                "envelope that breaks it, or an item that is not an object, is 422. Each "
+                "object item is then checked on its own against BatchItem (payload limits "
+                "included): one that breaks a rule gets `{error: <problem>}` in its place "
+                "in the 200 results, and the valid items are stored.",
                 "requestBody": _body("BatchRequest"),
                 "responses": {
                     "200": _json("BatchResults", "Per-item results"),
@@ -262,7 +194,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/v1/devices/{token}": {
             "put": {
                 "operationId": "putDevice",
-                "parameters": [_TOKEN],
+                "parameters": [_DEVICE_TOKEN],
                 "requestBody": _body("DeviceRequest"),
                 "responses": {
                     "200": _json("Device", "Refreshed"),
@@ -279,7 +211,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/v1/users/{user_id}/devices": {
             "get": {
                 "operationId": "listUserDevices",
-                "parameters": [_param("user_id", "path", {"type": "string"})],
+                "parameters": [_USER_ID],
                 "responses": {"200": _json("DeviceList", "The user's devices"), **_errors(422)},
             }
         },
@@ -298,13 +230,68 @@ def _ops_paths() -> dict[str, dict[str, Any]]:
         }
 
     ready = plain("ready", "Store and broker reachable")
+    ready["get"]["responses"]["200"] = _json("Ready", "Store and broker reachable")
     ready["get"]["responses"]["503"] = _json("Problem", "Not ready", PROBLEM_TYPE)
+    health = plain("health", "Alive (touches nothing)")
+    health["get"]["responses"]["200"] = _json("Health", "Alive (touches nothing)")
     return {
-        "/health": plain("health", "Alive (touches nothing)"),
+        "/health": health,
         "/ready": ready,
         "/metrics": plain("metrics", "Prometheus text format", "text/plain"),
         "/openapi.json": plain("openapi", "This document"),
     }
+
+
+def _capitalized(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def _with_options(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """OPTIONS on every path (``api/routes_options.py``): 204 with ``Allow``, no key."""
+    for path, item in paths.items():
+        allow = ", ".join(sorted({*(m.upper() for m in item), "OPTIONS"}))
+        names = re.findall(r"{(\w+)}", path)
+        item["options"] = {
+            "operationId": "options" + _capitalized(item[next(iter(item))]["operationId"]),
+            "summary": f"The methods of this path: Allow: {allow}",
+            # any value routes here: OPTIONS checks no parameter
+            "parameters": [_param(n, "path", {"type": "string", "minLength": 1}) for n in names],
+            "security": [],
+            "responses": {
+                "204": {
+                    "description": "No body; the Allow header lists the methods",
+                    "headers": {"Allow": {"required": True, "schema": {"const": allow}}},
+                }
+            },
+        }
+    return paths
+
+
+def _without_nul(schema: Any) -> None:
+    """Give every request string without a pattern of its own the no-NUL pattern: bodies
+    holding NUL anywhere are 422 (``api/body.py``), and the schema says so."""
+    if isinstance(schema, list):
+        for item in schema:
+            _without_nul(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and "pattern" not in schema and "format" not in schema:
+        schema["pattern"] = NO_NUL_PATTERN
+    names = schema.get("propertyNames")
+    if isinstance(names, dict) and "pattern" not in names:
+        names["pattern"] = NO_NUL_PATTERN
+    for value in schema.values():
+        _without_nul(value)
+
+
+_INFO = (
+    "Push notifications to FCM and APNs. Every error is application/problem+json. Two "
+    "refusals come before any route and so are listed on no operation: what the HTTP "
+    "parser refuses (400, a request target too long 414, header fields too long or too "
+    "many 431) and, behind nginx, its own limits (429 per client address, 413, 502-504). "
+    "OPTIONS on a path answers 204 with Allow and needs no key."
+)
 
 
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
@@ -313,13 +300,15 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
         [(m, "validation") for m in (NotificationRequest, BatchRequest, DeviceRequest)],
         ref_template=_REF,
     )
-    schemas = {**defs.get("$defs", {}), **_RESPONSE_SCHEMAS}
+    requests = defs.get("$defs", {})
+    _without_nul(requests)
+    schemas = {**requests, **_response_schemas()}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "notifier", "version": "1.0.0"},
+        "info": {"title": "notifier", "version": "1.0.0", "description": _INFO},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _with_options(_paths()),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

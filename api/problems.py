@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from api import responses as shape
 from api.schemas import TARGET_TAGS
 
 PROBLEM_TYPE = "application/problem+json"
@@ -39,17 +40,17 @@ class Problem(Exception):
         self.headers = dict(headers or {})
         self.type = type_
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> shape.Problem:
         title = HTTPStatus(self.status).phrase
         slug = self.type or title.lower().replace(" ", "-").replace("'", "")
-        body: dict[str, Any] = {
+        body: shape.Problem = {
             "type": TYPE_BASE + slug,
             "title": title,
             "status": self.status,
             "detail": self.detail,
         }
-        if self.errors is not None:
-            body["errors"] = self.errors
+        if self.errors is not None:  # built by field_error
+            body["errors"] = cast(list[shape.FieldError], self.errors)
         return body
 
     def response(self) -> web.Response:

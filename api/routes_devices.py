@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
+from api import responses as shape
 from api.body import has_nul, read_json
 from api.keys import APP_NAME, STORE
 from api.problems import Problem, field_error, unprocessable, validation_errors
@@ -42,7 +43,8 @@ async def list_user_devices(request: web.Request) -> web.Response:
     if has_nul(user_id) or len(user_id) > 256:
         raise unprocessable([field_error(["path", "user_id"], "1..256 characters, no NUL")])
     devices = await request.app[STORE].list_devices(request[APP_NAME], user_id)
-    return json_response({"items": [device_json(d) for d in devices]})
+    body: shape.DeviceList = {"items": [device_json(d) for d in devices]}
+    return json_response(body)
 
 
 def setup(app: web.Application) -> None:

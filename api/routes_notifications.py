@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from api import responses as shape
 from api.body import has_nul, read_json
 from api.keys import APP_NAME, STORE, WRITER
 from api.problems import Problem, field_error, unprocessable, validation_errors
@@ -49,14 +50,14 @@ class _Plan:
         self.fan_out = fan_out
 
 
-def _answer(docs: Sequence[Notification], fan_out: bool) -> dict[str, Any]:
-    status = accepted_status(docs[0]).value
+def _answer(docs: Sequence[Notification], fan_out: bool) -> shape.Accepted:
+    status = accepted_status(docs[0])
     if fan_out:
         return {"ids": sorted(d.id for d in docs), "status": status}
     return {"id": docs[0].id, "status": status}
 
 
-def _replay(stored: Sequence[Notification], fp: str | None) -> dict[str, Any]:
+def _replay(stored: Sequence[Notification], fp: str | None) -> shape.Accepted:
     """The first answer for an idempotency key, or a 409 when the body differs."""
     if not all(hmac.compare_digest(d.request_fingerprint or "", fp or "") for d in stored):
         raise Problem(
@@ -149,11 +150,11 @@ async def create_notification(request: web.Request) -> web.Response:
 async def _plan_item(
     store: NotificationStore,
     app: str,
-    item: Any,
+    item: dict[str, Any],
     index: int,
     now: datetime,
     replayed: list[Notification],
-) -> _Plan | dict[str, Any]:
+) -> _Plan | shape.Accepted | shape.BatchError:
     """A batch item's plan, or its final answer (an error or an idempotent replay, whose
     stored documents are added to ``replayed``)."""
     loc = ("notifications", index)
@@ -224,7 +225,7 @@ async def create_batch(request: web.Request) -> web.Response:
     ]
     writer = request.app[WRITER]
     written = iter(await _write_items(writer, [p for p in planned if isinstance(p, _Plan)]))
-    answers: list[dict[str, Any]] = []
+    answers: list[shape.AcceptedOne | shape.AcceptedMany | shape.BatchError] = []
     created: list[Notification] = []
     for p in planned:
         if not isinstance(p, _Plan):
@@ -236,6 +237,7 @@ async def create_batch(request: web.Request) -> web.Response:
             continue
         new = [r.notification for r in mine if r.created]
         created.extend(new)
+        answer: shape.Accepted | shape.BatchError
         try:
             if new:
                 answer = _answer(new, p.fan_out)
@@ -250,7 +252,8 @@ async def create_batch(request: web.Request) -> web.Response:
     # the writer published those already.
     ours = {n.id for n in created}
     await writer.republish([n for n in replayed if n.id not in ours])
-    return json_response({"results": answers}, 200)
+    results_body: shape.BatchResults = {"results": answers}
+    return json_response(results_body, 200)
 
 
 async def get_notification(request: web.Request) -> web.Response:
@@ -275,7 +278,11 @@ async def list_notifications(request: web.Request) -> web.Response:
         limit=query.limit,
         after=query.after,
     )
-    return json_response({"items": [notification_json(n) for n in page.items], "next": page.next})
+    body: shape.NotificationPage = {
+        "items": [notification_json(n) for n in page.items],
+        "next": page.next,
+    }
+    return json_response(body)
 
 
 async def cancel_notification(request: web.Request) -> web.Response:

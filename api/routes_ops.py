@@ -7,6 +7,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
+from api import responses as shape
 from api.keys import LINK, STORE
 from api.openapi import openapi_document
 from api.problems import Problem
@@ -19,11 +20,12 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    body: shape.Health = {"status": "ok"}
+    return json_response(body)
 
 
 async def ready(request: web.Request) -> web.Response:
-    checks = {"store": "ok", "broker": "ok"}
+    checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(request.app[STORE].ping(), READY_TIMEOUT_SECONDS)
     except (StoreUnavailable, TimeoutError):
@@ -37,7 +39,8 @@ async def ready(request: web.Request) -> web.Response:
         raise Problem(
             503, f"not ready: {', '.join(down)} unavailable", headers={"Retry-After": "1"}
         )
-    return json_response({"status": "ready", "checks": checks})
+    body: shape.Ready = {"status": "ready", "checks": {"store": "ok", "broker": "ok"}}
+    return json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

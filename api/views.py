@@ -1,4 +1,4 @@
-"""JSON shapes of the answers (docs/design.md section 3) and the request -> document mapping."""
+"""Answers as their shapes (``api/responses.py``) and the request -> document mapping."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from api import responses as shape
 from api.schemas import NotificationRequest
 from notifier.models import Device, Notification, Status, Target, new_id
 
@@ -22,11 +23,15 @@ def fingerprint(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
-def accepted_status(n: Notification) -> Status:
+def _iso_or_none(value: datetime | None) -> str | None:
+    return _iso(value) if value is not None else None
+
+
+def accepted_status(n: Notification) -> shape.AcceptedStatus:
     """The status the first answer gave: scheduled when due after its creation."""
     if n.scheduled_for is not None and n.scheduled_for > n.created_at:
         return Status.SCHEDULED
@@ -65,43 +70,48 @@ def build_notification(
     )
 
 
-def notification_json(n: Notification) -> dict[str, Any]:
+def notification_json(n: Notification) -> shape.Notification:
+    error = n.last_error
     return {
         "id": n.id,
         "user_id": n.user_id,
-        "target": {"platform": n.target.platform.value, "token": n.target.token},
+        "target": {"platform": n.target.platform, "token": n.target.token},
         "title": n.title,
         "body": n.body,
         "data": n.data,
-        "priority": n.priority.value,
+        "priority": n.priority,
         "ttl_seconds": n.ttl_seconds,
         "collapse_key": n.collapse_key,
-        "status": n.status.value,
-        "scheduled_for": _iso(n.scheduled_for),
+        "status": n.status,
+        "scheduled_for": _iso_or_none(n.scheduled_for),
         "attempts": n.attempts,
         "history": [
             {
                 "worker": a.worker,
                 "started_at": _iso(a.started_at),
-                "finished_at": _iso(a.finished_at),
-                "outcome": a.outcome.value if a.outcome else None,
+                "finished_at": _iso_or_none(a.finished_at),
+                "outcome": a.outcome,
                 "provider_status": a.provider_status,
             }
             for a in n.history
         ],
-        "last_error": n.last_error.to_dict() if n.last_error else None,
-        "sent_at": _iso(n.sent_at),
+        "last_error": (
+            {"code": error.code, "message": error.message, "provider_status": error.provider_status}
+            if error is not None
+            else None
+        ),
+        "sent_at": _iso_or_none(n.sent_at),
         "provider_message_id": n.provider_message_id,
         "created_at": _iso(n.created_at),
         "updated_at": _iso(n.updated_at),
     }
 
 
-def device_json(d: Device) -> dict[str, Any]:
+def device_json(d: Device) -> shape.Device:
     return {
         "token": d.token,
         "user_id": d.user_id,
-        "platform": d.platform.value,
+        "platform": d.platform,
         "active": d.active,
         "created_at": _iso(d.created_at),
         "updated_at": _iso(d.updated_at),

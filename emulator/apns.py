@@ -6,6 +6,8 @@ Checks, in order: HTTP/2, method, path and token (hex, 64..200 digits), provider
 5), ``apns-id`` (UUID, echoed), ``apns-expiration``, ``apns-collapse-id`` (<= 64 bytes),
 then the payload (JSON object with ``aps``, <= 4096 bytes; background needs
 ``content-available: 1``). Then the token's injected fault, if any, and the count.
+Token, collapse id and payload limit are the project's APNs rules
+(``notifier.providers.spec.APNS``), the table the API validates with.
 Answers follow PROTOCOLS.md sections 2.4-2.5: 200 with ``apns-id``, else ``{"reason"}``.
 """
 
@@ -19,13 +21,13 @@ import uuid_utils
 
 from emulator.auth import ProviderTokenVerifier
 from emulator.state import EmulatorState, Fault, FaultKind, now
+from notifier.providers.spec import APNS
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 Headers = Any  # granian's RSGIHeaders: a read-only mapping with .get(name)
 
-MAX_PAYLOAD = 4096
+MAX_PAYLOAD = APNS.payload_limit
 PREFIX = "/3/device/"
-_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _PUSH_TYPES = {"alert", "background"}
 _PRIORITIES = {"10", "5", "1"}
@@ -56,7 +58,7 @@ def _check_headers(headers: Headers, topic: str) -> str | None:
     if expiration is not None and not expiration.isdigit():
         return "BadExpirationDate"
     collapse_id = headers.get("apns-collapse-id")
-    if collapse_id is not None and len(collapse_id.encode()) > 64:
+    if collapse_id is not None and not APNS.collapse_ok(collapse_id):
         return "BadCollapseId"
     return None
 
@@ -149,7 +151,7 @@ class ApnsService:
         reason = _check_headers(headers, self._topic)
         if reason is not None:
             return _error(400, reason, apns_id)
-        if not _TOKEN.fullmatch(token):
+        if not APNS.token_ok(token):
             return _error(400, "BadDeviceToken", apns_id)
         problem = _check_payload(body, headers.get("apns-push-type", "alert"))
         if problem is not None:

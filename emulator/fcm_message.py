@@ -2,7 +2,8 @@
 
 A problem with the target token is *token-level* (400 with ``FcmError INVALID_ARGUMENT``);
 anything else is a payload problem (400 with ``google.rpc.BadRequest`` field violations).
-A token is 8..4096 characters of ``[A-Za-z0-9_:.-]``.
+Token syntax, reserved data keys and the payload measure are the project's FCM rules
+(``notifier.providers.spec.FCM``), the same table the API validates with.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 
 import orjson
 
-MAX_PAYLOAD = 4096
+from notifier.providers.spec import FCM, fcm_measure
+
+MAX_PAYLOAD = FCM.payload_limit
 MAX_TOPIC_PAYLOAD = 2048
 MAX_TTL_SECONDS = 2_419_200
-_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{8,4096}")
 _TTL = re.compile(r"(\d+)(?:\.\d{1,9})?s")
 _TARGETS = ("token", "topic", "condition", "fid")
 _MESSAGE_FIELDS = {
@@ -66,28 +68,23 @@ def _check_unknown(obj: dict[str, Any], allowed: set[str], field: str) -> None:
 def _check_data(value: Any, field: str) -> int:
     """Check a ``map<string,string>``; returns its size in bytes (keys and values)."""
     data = _object(value, field)
-    size = 0
     for key, item in data.items():
         if not isinstance(item, str):
             raise MessageError(
                 f"{field}[{key}].value", f"Invalid value at '{field}': not a string."
             )
-        lowered = key.lower()
-        if lowered in ("from", "gcm") or lowered.startswith("google"):
+        if FCM.reserved(key):
             raise MessageError(f"{field}[{key}].key", f"Invalid data key '{key}': reserved.")
-        size += len(key.encode()) + len(item.encode())
-    return size
+    return fcm_measure(data, None)
 
 
 def _check_notification(value: Any, field: str) -> int:
     notification = _object(value, field)
     _check_unknown(notification, _NOTIFICATION_FIELDS, field)
-    size = 0
     for key, item in notification.items():
         if not isinstance(item, str):
             raise MessageError(f"{field}.{key}", f"Invalid value at '{field}.{key}'.")
-        size += len(item.encode())
-    return size
+    return fcm_measure({}, notification)
 
 
 def _check_android(value: Any) -> int:
@@ -124,7 +121,7 @@ def _check_target(message: dict[str, Any]) -> str:
     value = message[target]
     if not isinstance(value, str) or not value:
         raise MessageError(f"message.{target}", f"Invalid value at 'message.{target}'.")
-    if target == "token" and not _TOKEN.fullmatch(value):
+    if target == "token" and not FCM.token_ok(value):
         raise MessageError(
             "message.token",
             "The registration token is not a valid FCM registration token",

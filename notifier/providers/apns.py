@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import jwt
@@ -33,9 +32,9 @@ from notifier.providers.http2 import (
     TransportFailure,
     parse_retry_after,
 )
+from notifier.providers.spec import APNS, apns_payload
 
-MAX_PAYLOAD_BYTES = 4096
-MAX_COLLAPSE_ID_BYTES = 64
+MAX_PAYLOAD_BYTES = APNS.payload_limit
 JWT_ROTATE_SECONDS = 40 * 60
 CONFIG_ERROR = "config_error"
 
@@ -98,17 +97,6 @@ class ApnsRequest:
     body: bytes
 
 
-def build_apns_payload(notification: Notification) -> dict[str, Any]:
-    """``{"aps": {...}, <data keys beside aps>}``; data-only is a background push."""
-    n = notification
-    aps: dict[str, Any]
-    if n.is_data_only:
-        aps = {"content-available": 1}
-    else:
-        aps = {"alert": {k: v for k, v in (("title", n.title), ("body", n.body)) if v is not None}}
-    return {**{k: v for k, v in n.data.items() if k != "aps"}, "aps": aps}
-
-
 def build_apns_request(notification: Notification, topic: str) -> ApnsRequest:
     """Path, headers and JSON body for one notification (docs/design.md section 4)."""
     n = notification
@@ -128,7 +116,7 @@ def build_apns_request(notification: Notification, topic: str) -> ApnsRequest:
     token = n.target.token
     safe = token.isascii() and token.isalnum()  # hex tokens, the norm, need no quoting
     path = "/3/device/" + (token if safe else quote(token, safe=""))
-    return ApnsRequest(path, headers, orjson.dumps(build_apns_payload(n)))
+    return ApnsRequest(path, headers, orjson.dumps(apns_payload(n)))
 
 
 def check_apns_request(request: ApnsRequest) -> PushResult | None:
@@ -136,12 +124,8 @@ def check_apns_request(request: ApnsRequest) -> PushResult | None:
     if len(request.body) > MAX_PAYLOAD_BYTES:
         text = f"payload is {len(request.body)} bytes, APNs allows {MAX_PAYLOAD_BYTES}"
         return PushResult(PushOutcome.PERMANENT, code="PayloadTooLarge", message=text)
-    collapse_id = request.headers["apns-collapse-id"]
-    if not (collapse_id.isascii() and collapse_id.isprintable()):
-        text = "collapse id must be printable ASCII (it is an HTTP header)"
-        return PushResult(PushOutcome.PERMANENT, code="BadCollapseId", message=text)
-    if len(collapse_id) > MAX_COLLAPSE_ID_BYTES:
-        text = f"collapse id longer than {MAX_COLLAPSE_ID_BYTES} bytes"
+    if not APNS.collapse_ok(request.headers["apns-collapse-id"]):
+        text = f"collapse id refused: {APNS.collapse_rule}"
         return PushResult(PushOutcome.PERMANENT, code="BadCollapseId", message=text)
     return None
 

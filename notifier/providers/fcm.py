@@ -26,6 +26,7 @@ from notifier.providers.http2 import (
     parse_retry_after,
 )
 from notifier.providers.oauth import AccessTokenSource, ServiceAccount, TokenFetchError
+from notifier.providers.spec import fcm_data, fcm_notification
 
 CONFIG_ERROR = "config_error"
 QUOTA_DEFAULT_RETRY_SECONDS = 60.0
@@ -54,15 +55,15 @@ log = get_logger(__name__)
 def build_fcm_message(notification: Notification) -> dict[str, Any]:
     """The v1 ``message`` object for one notification (docs/design.md section 4)."""
     n = notification
-    data = {**n.data, "notification_id": n.id}
+    data = fcm_data(n, n.id)
     android: dict[str, Any] = {"priority": "HIGH" if n.priority is Priority.HIGH else "NORMAL"}
     if n.ttl_seconds is not None:
         android["ttl"] = f"{n.ttl_seconds}s"
     if n.collapse_key:
         android["collapse_key"] = n.collapse_key
     message: dict[str, Any] = {"token": n.target.token, "data": data, "android": android}
-    if not n.is_data_only:
-        shown = {k: v for k, v in (("title", n.title), ("body", n.body)) if v is not None}
+    shown = fcm_notification(n)
+    if shown is not None:
         message["notification"] = shown
         # a duplicate copy replaces the first in the drawer instead of showing twice
         android["notification"] = {"tag": n.id}

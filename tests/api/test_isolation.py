@@ -52,11 +52,11 @@ async def _post(http: aiohttp.ClientSession, url: str, key: str, body: Any) -> t
 
 
 def _good(n: int) -> dict[str, Any]:
-    return {"to": {"platform": "fcm", "token": f"good-{n}"}, "title": "hello"}
+    return {"to": {"platform": "fcm", "token": f"good-token-{n}"}, "title": "hello"}
 
 
 def _poison(kind: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"to": {"platform": "fcm", "token": "poison"}, "title": "x"}
+    body: dict[str, Any] = {"to": {"platform": "fcm", "token": "poison-token"}, "title": "x"}
     if kind == "validation":
         body["scheduled_for"] = YEAR_ZERO
     else:

@@ -262,8 +262,28 @@ async def test_broker_down_at_start_accepts_and_is_not_ready(
         await client.close()
 
 
+# Every real token shape: APNs tokens vary in length (Apple: do not assume 32 bytes);
+# FCM registration tokens are FID:APA91b..., legacy APA91b..., up to ~350 characters.
+REAL_TOKENS = [
+    APNS,
+    FCM,
+    {"platform": "apns", "token": "0F" * 80},
+    {"platform": "fcm", "token": "cQ1b2C3d4E5f6G7h8I9j0K:APA91bH" + "x_Y-z" * 24},
+    {"platform": "fcm", "token": "APA91b" + "AbC-_9" * 25},
+    {"platform": "fcm", "token": "eXaMpLeIiD:APA91b" + "q" * 300},
+]
+
+
 async def test_valid_fcm_and_apns_tokens_are_accepted(api: Api) -> None:
-    for to in (APNS, FCM):
+    for to in REAL_TOKENS:
         r = await api.post("/v1/notifications", {"to": to, "title": "Hi"})
-        assert r.status == 202
-    assert (await api.stored(), await api.queued()) == (2, 2)
+        assert r.status == 202, await r.text()
+    assert (await api.stored(), await api.queued()) == (len(REAL_TOKENS), len(REAL_TOKENS))
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Api) -> None:
+    """3600.0 is the integer 3600 to JSON Schema (the OpenAPI document), so it is to us."""
+    r = await api.post("/v1/notifications", {"to": APNS, "title": "Hi", "ttl_seconds": 3600.0})
+    assert r.status == 202, await r.text()
+    stored = await api.store.get((await r.json())["id"])
+    assert stored is not None and stored.ttl_seconds == 3600

@@ -41,24 +41,34 @@ INVALID_BODIES: list[tuple[str, Any, int, list[str]]] = [
     ("fcm token whitespace", _n(to={"platform": "fcm", "token": "a b"}), 422, ["/to/token"]),
     ("fcm token too long", _n(to={"platform": "fcm", "token": "a" * 1025}), 422, ["/to/token"]),
     ("fcm token not ascii", _n(to={"platform": "fcm", "token": "tök" * 3}), 422, ["/to/token"]),
+    # FCM answers INVALID_ARGUMENT to these (issue 13, item 6): refused before storing
+    ("fcm token 1e100", _n(to={"platform": "fcm", "token": "1e100"}), 422, ["/to/token"]),
+    ("fcm token else", _n(to={"platform": "fcm", "token": "else"}), 422, ["/to/token"]),
     ("to missing", {"title": "Hi"}, 422, ["/to"]),
     ("to with token and user", _n(to={**APNS, "user_id": "u"}), 422, ["/to/user_id"]),
     ("data value not a string", _n(data={"k": 1}), 422, ["/data/k"]),
     ("data reserved from", _n(data={"from": "x"}), 422, ["/data"]),
     ("data reserved google", _n(data={"google.x": "x"}), 422, ["/data"]),
     ("data reserved id", _n(data={"notification_id": "x"}), 422, ["/data"]),
+    ("data reserved From", _n(data={"From": "x"}), 422, ["/data"]),
+    ("data reserved aps", _n(data={"aps": "x"}), 422, ["/data"]),
     ("data nested", _n(data={"k": {"a": "b"}}), 422, ["/data/k"]),
     ("bad priority", _n(priority="urgent"), 422, ["/priority"]),
     ("ttl negative", _n(ttl_seconds=-1), 422, ["/ttl_seconds"]),
     ("ttl past 28 days", _n(ttl_seconds=2_419_201), 422, ["/ttl_seconds"]),
     ("ttl as string", _n(ttl_seconds="3600"), 422, ["/ttl_seconds"]),
     ("collapse key 66 bytes", _n(collapse_key="é" * 33), 422, ["/collapse_key"]),
+    # apns-collapse-id is an HTTP/2 header: printable ASCII, no edge whitespace
+    ("collapse key not ascii", _n(collapse_key="ü"), 422, ["/collapse_key"]),
+    ("collapse key edge space", _n(collapse_key="a "), 422, ["/collapse_key"]),
     ("scheduled without offset", _n(scheduled_for="2026-11-22T18:00:00"), 422, ["/scheduled_for"]),
     ("scheduled not a date", _n(scheduled_for="tomorrow"), 422, ["/scheduled_for"]),
     ("scheduled as number", _n(scheduled_for=1_800_000_000), 422, ["/scheduled_for"]),
     ("scheduled 31 days ahead", _n(scheduled_for=_in_days(31)), 422, ["/scheduled_for"]),
     ("no content", {"to": APNS}, 422, ["/"]),
     ("payload over 4 KiB", _n(body="x" * 3000, data={"k": "y" * 1100}), 422, ["/"]),
+    # 4,088 bytes for APNs, 4,102 for FCM (which counts our notification_id too)
+    ("fcm payload over 4 KiB", {"to": APNS, "data": {"k": "y" * 4050}}, 422, ["/"]),
     ("NUL in a string", _n(title="a\x00b"), 422, ["/title"]),
     ("body is a list", [1, 2], 422, ["/"]),
     (
@@ -177,6 +187,18 @@ async def test_bad_batch_envelope_is_422(api: Api, body: Any) -> None:
     await assert_nothing_changed(api)
 
 
+@pytest.mark.parametrize(
+    "items", [[[None, None]], [_n(), 3], [_n(), None, "x"]], ids=["list", "number", "null"]
+)
+async def test_batch_item_that_is_not_an_object_is_422_naming_it(api: Api, items: Any) -> None:
+    r = await api.post("/v1/notifications/batch", {"notifications": items})
+    problem = await r.json(content_type=None)
+    assert_problem(r.status, r.content_type, problem, 422)
+    bad = [f"/notifications/{i}" for i, item in enumerate(items) if not isinstance(item, dict)]
+    assert [e["pointer"] for e in problem["errors"]] == bad
+    await assert_nothing_changed(api)
+
+
 async def test_bad_idempotency_key_is_422(api: Api) -> None:
     r = await api.post("/v1/notifications", _n(), **{"Idempotency-Key": "a#1"})
     problem = await r.json(content_type=None)
@@ -197,6 +219,29 @@ async def test_fan_out_to_user_without_device_is_422(api: Api) -> None:
 async def test_bad_list_query_is_422(api: Api, query: str) -> None:
     r = await api.client.get(f"/v1/notifications?{query}", headers=api.auth)
     assert_problem(r.status, r.content_type, await r.json(content_type=None), 422)
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/notifications", "GET, OPTIONS, POST"),
+        ("/v1/notifications/batch", "OPTIONS, POST"),
+        ("/v1/notifications/some-id", "DELETE, GET, OPTIONS"),
+        (f"/v1/devices/{APNS_TOKEN}", "DELETE, OPTIONS, PUT"),
+        ("/v1/users/u1/devices", "GET, OPTIONS"),
+        ("/health", "GET, OPTIONS"),
+    ],
+)
+async def test_options_answers_204_with_allow_and_needs_no_key(
+    api: Api, path: str, allow: str
+) -> None:
+    r = await api.client.options(path)
+    assert (r.status, r.headers.get("Allow"), await r.read()) == (204, allow, b"")
+
+
+async def test_options_on_an_unknown_path_is_a_404_problem(api: Api) -> None:
+    r = await api.client.options("/v1/nothing-here")
+    assert_problem(r.status, r.content_type, await r.json(content_type=None), 404)
 
 
 async def test_unknown_route_and_method_are_problems(api: Api) -> None:

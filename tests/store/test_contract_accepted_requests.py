@@ -24,6 +24,7 @@ from api.problems import Problem
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, DeviceRequest, NotificationRequest, check_token
 from api.views import build_notification, fingerprint
 from notifier.models import Notification, Target, utcnow
+from notifier.providers.spec import APNS, FCM
 from notifier.store.base import NotificationStore
 
 MAX_EXAMPLES = 150  # a few seconds on each store
@@ -51,8 +52,13 @@ _times = st.builds(_rfc3339, _moments, _offsets, _fractions) | st.builds(
 # Any character but NUL (the API refuses NUL before validation; hypothesis favours it).
 _chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
 _text = st.text(_chars, max_size=40) | st.text(_chars, min_size=200, max_size=300)
-_fcm_token = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1)
-_apns_token = st.text("0123456789abcdefABCDEF", min_size=64, max_size=64)
+# Near the provider rules (notifier/providers/spec.py) and inside them, up to their longest.
+_fcm_token = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1) | (
+    st.from_regex(FCM.token_pattern, fullmatch=True)
+)
+_apns_token = st.text("0123456789abcdefABCDEF", min_size=64, max_size=64) | (
+    st.from_regex(APNS.token_pattern, fullmatch=True)
+)
 _to = st.fixed_dictionaries({"platform": st.just("fcm"), "token": _fcm_token}) | (
     st.fixed_dictionaries({"platform": st.just("apns"), "token": _apns_token})
 )
@@ -62,7 +68,7 @@ _optional = {
     "data": st.dictionaries(_text, _text, max_size=4),
     "priority": st.sampled_from(["high", "normal"]),
     "ttl_seconds": st.integers(0, 2_419_200) | st.sampled_from([-1, 2_419_201]),
-    "collapse_key": _text,
+    "collapse_key": _text | st.from_regex(APNS.collapse_pattern or "", fullmatch=True),
     "scheduled_for": _times,
 }
 _bodies = st.fixed_dictionaries({"to": _to, "body": _text}, optional=_optional)
@@ -93,7 +99,7 @@ def _ms(moment: datetime | None) -> datetime | None:
 @given(body=_bodies, key=_keys)
 @example(
     body={
-        "to": {"platform": "fcm", "token": "t"},
+        "to": {"platform": "fcm", "token": "fcm-token-1"},
         "title": "x",
         "scheduled_for": "0001-01-01T00:00:00+01:00",
     },
@@ -101,7 +107,7 @@ def _ms(moment: datetime | None) -> datetime | None:
 )
 @example(
     body={
-        "to": {"platform": "fcm", "token": "t"},
+        "to": {"platform": "fcm", "token": "fcm-token-1"},
         "title": "x",
         "scheduled_for": "0001-01-01T00:00:00Z",
     },
