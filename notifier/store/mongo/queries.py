@@ -1,7 +1,7 @@
 """The filters, updates and indexes :class:`~notifier.store.mongo.MongoStore` sends to MongoDB.
 
 Pure builders (no I/O), kept apart from the store so that every condition a race is settled
-on reads in one place. Each one mirrors a statement of :mod:`notifier.store.postgres_sql`.
+on reads in one place. Each one mirrors a statement of :mod:`notifier.store.postgres.sql`.
 
 Updates that touch the last history entry are aggregation-pipeline updates (MongoDB 4.2+):
 plain update operators cannot address "the last element" of an array. In a pipeline every
@@ -19,7 +19,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from notifier.models import FINAL_STATUSES, OPEN_STATUSES, AttemptOutcome, Status
 from notifier.store.base import Outcome
-from notifier.store.mongo_documents import last_error_to_document
+from notifier.store.mongo.documents import last_error_to_document
 
 Filter = dict[str, Any]
 Pipeline = list[dict[str, Any]]

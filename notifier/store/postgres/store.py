@@ -3,7 +3,7 @@
 Same semantics as the MongoDB store (the contract suite holds both): every race is settled
 by one conditional ``UPDATE ... RETURNING``; bulk paths are one statement over ``unnest``
 arrays; sweeper batches use ``FOR UPDATE SKIP LOCKED`` so concurrent sweepers take disjoint
-sets. The SQL lives in :mod:`notifier.store.postgres_sql`.
+sets. The SQL lives in :mod:`notifier.store.postgres.sql`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from notifier.models import (
     id_floor,
 )
 from notifier.settings import UnknownOutcomePolicy
-from notifier.store import postgres_sql as sql
 from notifier.store.base import (
     MISSING,
     OUTCOME_UNKNOWN,
@@ -36,8 +35,9 @@ from notifier.store.base import (
     RecoveredLock,
     StoreUnavailable,
 )
-from notifier.store.postgres_pool import create_pool, is_unavailable
-from notifier.store.postgres_rows import (
+from notifier.store.postgres import sql
+from notifier.store.postgres.pool import create_pool, is_unavailable
+from notifier.store.postgres.rows import (
     check_storable,
     classify_miss,
     device_from_row,

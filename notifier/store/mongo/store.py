@@ -10,8 +10,8 @@ Durability: at connect the ``hello`` answer tells the deployment. On a replica s
 sharded cluster behind mongos) every write uses write concern ``majority``, so an
 acknowledged insert survives a failover; on a standalone server ``w=1, j=True``, the most a
 single node can give (acknowledged after the journal is on disk). Filters, pipelines and
-indexes live in :mod:`notifier.store.mongo_queries`, the document mapping in
-:mod:`notifier.store.mongo_documents`.
+indexes live in :mod:`notifier.store.mongo.queries`, the document mapping in
+:mod:`notifier.store.mongo.documents`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pymongo.errors import BulkWriteError
 
 from notifier.models import Attempt, Notification, Status, as_utc, id_floor
 from notifier.settings import UnknownOutcomePolicy
-from notifier.store import mongo_queries as q
 from notifier.store.base import (
     OUTCOME_UNKNOWN,
     CancelResult,
@@ -39,9 +38,10 @@ from notifier.store.base import (
     RecoveredLock,
     StoreUnavailable,
 )
-from notifier.store.mongo_client import Document, mapped, open_database
-from notifier.store.mongo_devices import DeviceStoreMixin
-from notifier.store.mongo_documents import (
+from notifier.store.mongo import queries as q
+from notifier.store.mongo.client import Document, mapped, open_database
+from notifier.store.mongo.devices import DeviceStoreMixin
+from notifier.store.mongo.documents import (
     attempt_to_document,
     document_to_notification,
     notification_to_document,

@@ -35,16 +35,16 @@ from notifier.models import (
     Status,
     Target,
 )
-from notifier.store import mongo_queries as q
 from notifier.store.base import NotificationStore, Outcome, StoreUnavailable
 from notifier.store.mongo import MongoStore
-from notifier.store.mongo_client import (
+from notifier.store.mongo import queries as q
+from notifier.store.mongo.client import (
     client_options,
     hosts,
     unavailable_on_network_errors,
     write_concern_for,
 )
-from notifier.store.mongo_documents import (
+from notifier.store.mongo.documents import (
     bson_time,
     device_to_document,
     document_to_device,
@@ -320,7 +320,7 @@ async def test_connect_to_nothing_is_store_unavailable_without_the_password() ->
 
 def test_a_missed_claim_is_classified_from_the_document_read_after() -> None:
     from notifier.store.base import ClaimMiss
-    from notifier.store.mongo import _classify_miss
+    from notifier.store.mongo.store import _classify_miss
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     held = {"status": "pending", "lockedBy": "w", "lockExpiry": now + timedelta(seconds=5)}
