@@ -1,15 +1,22 @@
 """The notification store on MongoDB, through PyMongo's native async API (AsyncMongoClient).
 
-Same semantics as the PostgreSQL store (one contract suite holds both). Every race is settled
-by one conditional single-document write: ``find_one_and_update`` for a claim, ``update_one``
-fenced on ``lockedBy`` for an outcome, and for the sweeper's batches a read of candidate ids
+Same semantics as the PostgreSQL store (one contract suite holds both; the backend-neutral
+rules are in :mod:`notifier.store.semantics`). Every race is settled by a conditional write
+that MongoDB applies atomically per document: one ``update_many`` under a lease id of the
+call's own for a message's claims, one bulk write of ``update_one`` fenced on ``lockedBy``
+for outcomes (each a constant number of round trips whatever the number of ids), and for
+the sweeper's batches a read of candidate ids
 followed by one compare-and-set ``update_one`` per candidate (MongoDB has no updateMany with
 a limit), so concurrent sweepers never take the same document.
 
 Durability: at connect the ``hello`` answer tells the deployment. On a replica set (or a
 sharded cluster behind mongos) every write uses write concern ``majority``, so an
 acknowledged insert survives a failover; on a standalone server ``w=1, j=True``, the most a
-single node can give (acknowledged after the journal is on disk). Filters, pipelines and
+single node can give (acknowledged after the journal is on disk; see "Acknowledgment
+Behavior" in https://www.mongodb.com/docs/manual/reference/write-concern/). Nothing here
+needs a replica set: no transactions (they need one:
+https://www.mongodb.com/docs/manual/core/transactions-production-consideration/), no change
+streams. Filters, pipelines and
 indexes live in :mod:`notifier.store.mongo.queries`, the document mapping in
 :mod:`notifier.store.mongo.documents`.
 """
