@@ -6,6 +6,7 @@ from aiohttp import web
 
 from api import routes_devices, routes_notifications, routes_ops
 from api.auth import KeyAuthenticator
+from api.edge import HANDLER_ARGS
 from api.keys import AUTH, LIMITER, LINK, SETTINGS, STORE, WRITER
 from api.middleware import auth_middleware, edge_middleware
 from api.ratelimit import RateLimiter
@@ -28,7 +29,7 @@ def build_app(
         # The largest route's limit; api/body.py holds every other route to its own.
         client_max_size=MAX_BATCH_BODY_BYTES,
         middlewares=[edge_middleware, auth_middleware],
-        handler_args={"max_field_size": 8190},
+        handler_args=HANDLER_ARGS,
     )
     link = BrokerLink(settings, broker)
     app[SETTINGS] = settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections import Counter
@@ -31,9 +32,10 @@ from api.views import (
     json_response,
     notification_json,
 )
+from api.writer import Writer
 from notifier.metrics import ACCEPTED
 from notifier.models import Notification, Target, utcnow
-from notifier.store.base import CancelResult, NotificationStore
+from notifier.store.base import CancelResult, InsertResult, NotificationStore, StoreUnavailable
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -125,23 +127,35 @@ async def create_notification(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
     fp = fingerprint(body) if key is not None else None
+    writer = request.app[WRITER]
     if key is not None:
         stored = await store.list_by_idempotency_key(app, key)
         if stored:
-            return json_response(_replay(stored, fp), 200)
+            answer = _replay(stored, fp)
+            await writer.republish(stored)
+            return json_response(answer, 200)
     plan = await _plan(store, app, req, key, fp, utcnow())
-    results = await request.app[WRITER].write(plan.docs)
+    results = await writer.write(plan.docs)
     created = [r.notification for r in results if r.created]
     if not created:  # another replica stored this key first
-        return json_response(_replay([r.notification for r in results], fp), 200)
+        stored = [r.notification for r in results]
+        answer = _replay(stored, fp)
+        await writer.republish(stored)
+        return json_response(answer, 200)
     _count_accepted(created)
     return json_response(_answer([r.notification for r in results], plan.fan_out), 202)
 
 
 async def _plan_item(
-    store: NotificationStore, app: str, item: Any, index: int, now: datetime
+    store: NotificationStore,
+    app: str,
+    item: Any,
+    index: int,
+    now: datetime,
+    replayed: list[Notification],
 ) -> _Plan | dict[str, Any]:
-    """A batch item's plan, or its final answer (an error or an idempotent replay)."""
+    """A batch item's plan, or its final answer (an error or an idempotent replay, whose
+    stored documents are added to ``replayed``)."""
     loc = ("notifications", index)
     try:
         req = BatchItem.model_validate(item)
@@ -153,10 +167,45 @@ async def _plan_item(
         if key is not None and isinstance(req.to, UserTarget):
             stored = await store.list_by_idempotency_key(app, key)
             if stored:
-                return _replay(stored, fp)
+                answer = _replay(stored, fp)
+                replayed.extend(stored)
+                return answer
         return await _plan(store, app, req, key, fp, now, loc)
     except Problem as problem:
         return {"error": problem.to_dict()}
+
+
+async def _write_items(writer: Writer, plans: list[_Plan]) -> list[list[InsertResult] | Problem]:
+    """Each item's insert results; an item the store refuses gets a 500 problem of its own.
+
+    One write for the whole batch; only if the store refuses it (for anything but being
+    unavailable: then the whole request is a 503) is each item written as a request of its
+    own, which the writer isolates, so one bad item never stops the valid ones.
+    """
+    docs = [d for p in plans for d in p.docs]
+    if not docs:
+        return []
+    try:
+        results = await writer.write(docs)
+    except StoreUnavailable:
+        raise
+    except Exception:
+        alone = await asyncio.gather(*(writer.write(p.docs) for p in plans), return_exceptions=True)
+        return [_item_outcome(o) for o in alone]
+    out: list[list[InsertResult] | Problem] = []
+    start = 0
+    for p in plans:
+        out.append(results[start : start + len(p.docs)])
+        start += len(p.docs)
+    return out
+
+
+def _item_outcome(outcome: list[InsertResult] | BaseException) -> list[InsertResult] | Problem:
+    if isinstance(outcome, StoreUnavailable):
+        return Problem(503, "the store is unavailable; retry this item later")
+    if isinstance(outcome, BaseException):  # logged by the writer, with its traceback
+        return Problem(500, "internal error: this item could not be stored")
+    return outcome
 
 
 async def create_batch(request: web.Request) -> web.Response:
@@ -168,32 +217,39 @@ async def create_batch(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
     now = utcnow()
+    replayed: list[Notification] = []
     planned = [
-        await _plan_item(store, app, item, i, now) for i, item in enumerate(envelope.notifications)
+        await _plan_item(store, app, item, i, now, replayed)
+        for i, item in enumerate(envelope.notifications)
     ]
-    docs = [d for p in planned if isinstance(p, _Plan) for d in p.docs]
-    results = await request.app[WRITER].write(docs) if docs else []
+    writer = request.app[WRITER]
+    written = iter(await _write_items(writer, [p for p in planned if isinstance(p, _Plan)]))
     answers: list[dict[str, Any]] = []
     created: list[Notification] = []
-    offset = 0
     for p in planned:
         if not isinstance(p, _Plan):
             answers.append(p)
             continue
-        mine = results[offset : offset + len(p.docs)]
-        offset += len(p.docs)
+        mine = next(written)
+        if isinstance(mine, Problem):
+            answers.append({"error": mine.to_dict()})
+            continue
         new = [r.notification for r in mine if r.created]
         created.extend(new)
         try:
-            answer = (
-                _answer(new, p.fan_out)
-                if new
-                else _replay([r.notification for r in mine], p.fingerprint)
-            )
+            if new:
+                answer = _answer(new, p.fan_out)
+            else:
+                answer = _replay([r.notification for r in mine], p.fingerprint)
+                replayed.extend(r.notification for r in mine)
         except Problem as problem:
             answer = {"error": problem.to_dict()}
         answers.append(answer)
     _count_accepted(created)
+    # Not what this request stored itself (an earlier item of the batch with the same key):
+    # the writer published those already.
+    ours = {n.id for n in created}
+    await writer.republish([n for n in replayed if n.id not in ours])
     return json_response({"results": answers}, 200)
 
 

@@ -7,7 +7,7 @@ once, each with its location. The same models feed the OpenAPI document.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -32,6 +32,11 @@ APNS_PAYLOAD_LIMIT = 4096
 MAX_BATCH_BODY_BYTES = 2 * 1024 * 1024
 MAX_TTL_SECONDS = 2_419_200
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+# The earliest scheduled_for (any past time sends now): far from the ends of the calendar,
+# where asyncpg turns 0001-01-01T00:00:00Z into -infinity (read back naive) and year 0
+# cannot be encoded at all, by asyncpg or BSON.
+SCHEDULE_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+SCHEDULE_RANGE = "must be at or after 1970-01-01T00:00:00Z once converted to UTC"
 # Real FCM tokens are ~150-200 ASCII characters; 1,024 keeps every index entry small.
 FCM_TOKEN_MAX = 1024
 _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -127,7 +132,10 @@ class NotificationRequest(_Model):
     scheduled_for: datetime | None = Field(
         default=None,
         strict=False,
-        description="RFC 3339 with an offset; at most 30 days ahead; in the past = now.",
+        description=(
+            "RFC 3339 with an offset; once in UTC, at or after 1970-01-01T00:00:00Z and at"
+            " most 30 days ahead; in the past = now."
+        ),
     )
 
     @field_validator("scheduled_for", mode="before")
@@ -142,6 +150,14 @@ class NotificationRequest(_Model):
             return None
         if v.tzinfo is None:
             raise ValueError("must carry a UTC offset")
+        # The range is checked in UTC, the form both stores keep: 0001-01-01T00:00:00+01:00
+        # is a year-0 instant that neither PostgreSQL's driver nor BSON can encode.
+        try:
+            v = v.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(SCHEDULE_RANGE) from None
+        if v < SCHEDULE_EARLIEST:
+            raise ValueError(SCHEDULE_RANGE)
         if v - utcnow() > MAX_SCHEDULE_AHEAD:
             raise ValueError("must be at most 30 days ahead")
         return v

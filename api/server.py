@@ -12,6 +12,7 @@ import signal
 from aiohttp import web
 
 from api.app import build_app
+from api.edge import EdgeAppRunner
 from notifier import eventloop
 from notifier.broker import Broker, BrokerUnavailable
 from notifier.logging import configure_logging, get_logger
@@ -38,7 +39,7 @@ async def run(settings: Settings, host: str, port: int, stop: asyncio.Event | No
             log.warning("broker_unavailable_at_start", error=str(exc))
             broker = None
         app = build_app(settings, store, broker)
-        runner = web.AppRunner(
+        runner = EdgeAppRunner(
             app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, handle_signals=False
         )
         await runner.setup()

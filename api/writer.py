@@ -8,6 +8,10 @@ its round on the next loop turn; at low rates grouping adds no wait. A request i
 answered only after its round's insert committed and its publish was confirmed (or failed:
 the document then stays unpublished and the worker's sweeper publishes it).
 ``published_at`` is recorded in the background, in bulk.
+
+Grouping never couples requests' fates: when the store refuses a round's insert (anything
+but being unavailable), each of its requests is written alone and only the refused one
+fails.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ MAX_ROUNDS_IN_FLIGHT = 4
 MAX_ROUND_SIZE = 1000
 RECONNECT_SECONDS = 2.0
 MARK_PUBLISHED_SECONDS = 0.2
+# A replay publishes a stored, never-published pending document this old at once; a younger
+# one is re-read when it reaches this age: a live API publishes before it answers and
+# records published_at about MARK_PUBLISHED_SECONDS later, so a younger one is most likely
+# still on its way (a duplicate wake-up would be harmless, only wasted).
+REPLAY_PUBLISH_AFTER_SECONDS = 2.0
 
 
 class BrokerLink:
@@ -107,6 +116,7 @@ class Writer:
         self._marker: asyncio.Task[None] | None = None
         self._kick_scheduled = False
         self._inserting = False
+        self._rechecks: set[asyncio.Task[None]] = set()
 
     async def write(self, notifications: list[Notification]) -> list[InsertResult]:
         """Store durably and publish; results in input order (see ``insert_many``)."""
@@ -143,36 +153,114 @@ class Writer:
         self._kick()
 
     async def _round(self, batch: list[_Request]) -> None:
-        flat = [n for request in batch for n in request.notifications]
         try:
-            results = await self._store.insert_many(flat)
-        except Exception as exc:  # every waiting request gets the error (503 or 500)
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("insert_failed", count=len(flat))
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(exc)
-            return
+            outcomes = await self._insert(batch)
         finally:  # the next round inserts while this one publishes
             self._inserting = False
             self._kick()
+        stored: list[tuple[_Request, list[InsertResult]]] = []
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # 503 or 500 for this request alone
+                if not request.future.done():
+                    request.future.set_exception(outcome)
+            else:
+                stored.append((request, outcome))
         pending = [
             r.notification.id
+            for _, results in stored
             for r in results
             if r.created and r.notification.status is Status.PENDING
         ]
+        await self._publish(pending)
+        for request, results in stored:
+            if not request.future.done():
+                request.future.set_result(results)
+
+    async def _insert(self, batch: list[_Request]) -> list[list[InsertResult] | Exception]:
+        """Each request's results, or the error that failed it.
+
+        One ``insert_many`` for the whole round; if the store refuses it for any reason but
+        being unavailable, each request is written alone, so a request the store refuses
+        fails only itself, never the requests (of any app) grouped with it.
+        """
+        flat = [n for request in batch for n in request.notifications]
+        try:
+            results = await self._store.insert_many(flat)
+        except StoreUnavailable as exc:
+            return [exc] * len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("insert_failed", count=len(flat))
+                return [exc]
+            log.warning(
+                "group_insert_failed",
+                requests=len(batch),
+                count=len(flat),
+                error=type(exc).__name__,
+            )
+            return list(await asyncio.gather(*(self._insert_alone(r) for r in batch)))
+        out: list[list[InsertResult] | Exception] = []
+        start = 0
+        for request in batch:
+            end = start + len(request.notifications)
+            out.append(results[start:end])
+            start = end
+        return out
+
+    async def _insert_alone(self, request: _Request) -> list[InsertResult] | Exception:
+        try:
+            return await self._store.insert_many(request.notifications)
+        except StoreUnavailable as exc:
+            return exc
+        except Exception as exc:
+            log.exception("insert_failed", count=len(request.notifications))
+            return exc
+
+    async def _publish(self, pending: list[str]) -> None:
+        if not pending:
+            return
         try:
             if await self._link.publish(pending):
                 self._published.extend(pending)
                 self._ensure_marker()
         except Exception:  # stored is stored: answer anyway, the sweeper publishes
             log.exception("publish_crashed", count=len(pending))
-        start = 0
-        for request in batch:
-            end = start + len(request.notifications)
-            if not request.future.done():
-                request.future.set_result(results[start:end])
-            start = end
+
+    async def republish(self, replayed: Sequence[Notification]) -> None:
+        """Publish what an idempotent replay found stored but never published.
+
+        The API that stored it died between its insert and its publish; without this the
+        client's retry answers 200 and the notification waits for the sweeper's grace
+        (30 s). Old enough ones are published before the replay answers; younger ones are
+        re-read (in the background) when old enough, and published if still unpublished.
+        """
+        now = utcnow()
+        unpublished = [n for n in replayed if _unpublished(n)]
+        ages = {n.id: (now - n.created_at).total_seconds() for n in unpublished}
+        await self._publish([id for id, age in ages.items() if age >= REPLAY_PUBLISH_AFTER_SECONDS])
+        young = {id: age for id, age in ages.items() if age < REPLAY_PUBLISH_AFTER_SECONDS}
+        if young:
+            wait = REPLAY_PUBLISH_AFTER_SECONDS - min(young.values())
+            task = asyncio.create_task(self._recheck(list(young), wait))
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
+    @property
+    def rechecks_pending(self) -> int:
+        """Replays' re-reads still waiting (see :meth:`republish`)."""
+        return len(self._rechecks)
+
+    async def _recheck(self, ids: list[str], wait: float) -> None:
+        await asyncio.sleep(max(0.0, wait))
+        try:
+            found = [await self._store.get(id) for id in ids]
+        except StoreUnavailable as exc:  # the sweeper publishes them after its grace
+            log.warning("replay_recheck_failed", count=len(ids), error=str(exc))
+            return
+        except Exception:  # a background task: log it here, the sweeper still covers them
+            log.exception("replay_recheck_crashed", count=len(ids))
+            return
+        await self._publish([n.id for n in found if n is not None and _unpublished(n)])
 
     def _ensure_marker(self) -> None:
         if self._marker is None or self._marker.done():
@@ -197,6 +285,8 @@ class Writer:
 
     async def close(self) -> None:
         """Finish the rounds in flight and record what they published."""
+        for task in list(self._rechecks):  # the sweeper covers what they would publish
+            task.cancel()
         while self._tasks or self._queue:
             self._kick()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -205,3 +295,9 @@ class Writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._marker
         await self.flush_published()
+
+
+def _unpublished(n: Notification) -> bool:
+    """Pending, never published and not held by a worker: nobody will wake a worker for it
+    before the sweeper's grace."""
+    return n.status is Status.PENDING and n.published_at is None and n.locked_by is None

@@ -10,10 +10,20 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from notifier.settings import Settings, SettingsError, load_settings
+from notifier.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    load_settings_beside_stack,
+    redacted_url,
+)
 
 PASS_THROUGH = {"emulator", "stack", "bench", "dlq"}
+# Commands an operator runs by hand: next to a local stack they use its settings file
+# (notifier.settings.load_settings_beside_stack); the api and worker processes never do.
+BY_HAND = {"apikey", "prune", "dlq"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     apikey_sub = apikey.add_subparsers(dest="action", required=True)
     create = apikey_sub.add_parser("create", help="create a key; prints it once")
     create.add_argument("--app", required=True)
+    listing = apikey_sub.add_parser("list", help="list keys: id, app, created (never the key)")
+    listing.add_argument("--app", help="only this app's keys")
+    revoke = apikey_sub.add_parser(
+        "revoke", help="delete a key by its id; every API replica refuses it within seconds"
+    )
+    revoke.add_argument("id", help="the key's id, as `apikey list` shows it")
 
     prune = sub.add_parser("prune", help="delete final notifications older than N days (retention)")
     prune.add_argument("--older-than-days", type=_int_in(1, 36500), required=True, metavar="N")
@@ -62,12 +78,23 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _settings() -> Settings:
+def _settings(*, beside_stack: bool = False) -> Settings:
+    """The settings from the environment; for the commands run by hand (``beside_stack``)
+    the local stack's settings file fills in when NOTIFIER_STORE_URL is unset, and says so."""
     try:
-        return load_settings()
+        if not beside_stack:
+            return load_settings()
+        settings, used = load_settings_beside_stack(Path.cwd())
     except SettingsError as exc:
         print(f"notifier: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if used is not None:
+        print(
+            f"notifier: NOTIFIER_STORE_URL is not set: using the local stack's settings from "
+            f"{used} (store {redacted_url(settings.store_url)}, queue {settings.queue})",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _pass_through(command: str, rest: list[str]) -> int:
@@ -85,7 +112,38 @@ def _pass_through(command: str, rest: list[str]) -> int:
         return bench_main(rest)
     from workers.dlq import main as dlq_main
 
-    return dlq_main(_settings(), rest)
+    return dlq_main(_settings(beside_stack=True), rest)
+
+
+def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    """``notifier apikey create|list|revoke``: keys on stdout, remarks on stderr."""
+    from notifier import apikeys
+    from notifier.store.base import is_api_key_id
+
+    if args.action == "create":
+        key = asyncio.run(apikeys.create_key(settings, args.app))
+        print(key)  # alone on its line: scripts take the key from stdout
+        print(f"key id {apikeys.key_id(key)} (apikey list|revoke)", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        keys = asyncio.run(apikeys.list_keys(settings, args.app))
+        print(f"{'id':<18}{'created (UTC)':<22}app")
+        for k in keys:
+            print(f"{k.id:<18}{k.created_at:%Y-%m-%d %H:%M:%S}   {k.app}")
+        return 0
+    key_id = args.id.strip().lower()
+    if not is_api_key_id(key_id):  # never echoed: it may be a key pasted by mistake
+        print("notifier: not a key id: 16 hex characters, as `apikey list` shows", file=sys.stderr)
+        return 2
+    app = asyncio.run(apikeys.revoke_key(settings, key_id))
+    if app is None:
+        print(f"notifier: no API key with id {key_id} (see `apikey list`)", file=sys.stderr)
+        return 1
+    print(
+        f"revoked key {key_id} of app {app}; every API replica refuses it within "
+        f"{apikeys.REVOCATION_SECONDS:g} s"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] in PASS_THROUGH:
         return _pass_through(args_list[0], args_list[1:])
     args = _parser().parse_args(args_list)
-    settings = _settings()
+    settings = _settings(beside_stack=args.command in BY_HAND)
     if args.command == "api":
         from api.server import serve as serve_api
 
@@ -106,10 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         serve_worker(settings, args.host, args.metrics_port, args.concurrency)
     elif args.command == "apikey":
-        from notifier.apikeys import create_key
-
-        key = asyncio.run(create_key(settings, args.app))
-        print(key)
+        return _apikey(settings, args)
     elif args.command == "prune":
         from datetime import timedelta
 

@@ -6,6 +6,7 @@ fills in a container; here they are filled from arguments instead.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,19 @@ MAX_FAILS = 3
 FAIL_TIMEOUT_SECONDS = 5
 _VARIABLE = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+LOG_FILES = ("error.log", "access.log")
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` at 0600 (or make it so): nginx appends to an existing log file and
+    keeps its mode, where it would create a new one 0644."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def upstream_servers(api_addresses: Sequence[str]) -> str:
@@ -52,6 +66,8 @@ def render_nginx_config(listen_port: int, api_addresses: list[str], prefix: Path
         raise ValueError(f"bad listen port: {listen_port}")
     prefix = prefix.resolve()
     prefix.mkdir(parents=True, exist_ok=True)
+    for name in LOG_FILES:
+        _create_private(prefix / name)
     values = {
         "NGINX_LISTEN": f"127.0.0.1:{listen_port}",
         "NGINX_API_SERVERS": upstream_servers(api_addresses),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -95,6 +96,8 @@ class Settings(BaseModel):
 
     api_rate_per_second: float = Field(default=2000.0, gt=0)
     api_rate_burst: int = Field(default=4000, ge=1)
+    # A request body must arrive whole within this time (a stalled or trickled body is 408).
+    api_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     log_format: LogFormat = LogFormat.JSON
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
@@ -189,3 +192,55 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             name = _env_name(tuple(err.get("loc", ())))
             message = err["msg"].removeprefix("Value error, ")
         raise SettingsError(f"{name}: {message}") from None
+
+
+# -- the local stack's settings file ------------------------------------------------------------
+
+# Written by ``notifier stack up`` (its default run folder, relative to the checkout): the
+# settings its processes run with, in shell syntax (``set -a; . .run/stack/env`` works too).
+STACK_SETTINGS_FILE = Path(".run") / "stack" / "env"
+STACK_SETTINGS = ("NOTIFIER_STORE_URL", "NOTIFIER_AMQP_URL", "NOTIFIER_QUEUE")
+
+
+def format_settings_file(values: Mapping[str, str], header: str) -> str:
+    """``NAME='value'`` lines (shell-quoted) under ``#`` comment lines."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return comments + "".join(f"{name}={shlex.quote(v)}\n" for name, v in values.items())
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The ``NOTIFIER_*`` assignments of a file :func:`format_settings_file` wrote."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        for word in shlex.split(line, comments=True):
+            name, sep, value = word.partition("=")
+            if sep and name.startswith(ENV_PREFIX):
+                values[name] = value
+    return values
+
+
+def load_settings_beside_stack(
+    cwd: Path, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, Path | None]:
+    """The settings of a command run by hand (``apikey``, ``dlq``, ``prune``).
+
+    When the environment sets no ``NOTIFIER_STORE_URL`` and a local stack wrote its
+    settings file under ``cwd`` (a checkout where ``notifier stack up`` ran), the file
+    fills in each stack setting the environment leaves unset: a key is then created in
+    the store the stack's API reads, not in the default one. The file used, or None.
+    """
+    env = os.environ if environ is None else environ
+    path = cwd / STACK_SETTINGS_FILE
+    if env.get("NOTIFIER_STORE_URL") or not path.is_file():
+        return load_settings(env), None
+    try:
+        stack = read_settings_file(path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path}: unreadable ({exc})") from None
+    merged = {**stack, **{k: v for k, v in env.items() if v != ""}}
+    return load_settings(merged), path
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for a message."""
+    return _redact(url)

@@ -136,6 +136,9 @@ Where to look:
   logs                 {config.logs_dir}/<component>.log
   status / stop        notifier stack status|down --run-dir {config.run_dir}
 
+More API keys ({_settings_hint(config)}):
+  notifier apikey create --app NAME        notifier apikey list|revoke
+
 Send one yourself:
   curl -s -X POST {config.base_url}/v1/notifications \\
     -H "Authorization: Bearer $(cat {config.api_key_file})" -H 'Content-Type: application/json' \\
@@ -144,6 +147,16 @@ Send one yourself:
     -H "Authorization: Bearer $(cat {config.api_key_file})"
 """
     )
+
+
+def _settings_hint(config: StackConfig) -> str:
+    """How ``notifier apikey`` finds this stack's store: by itself in this folder, when the
+    run folder is the default one; else by sourcing the settings file."""
+    from notifier.settings import STACK_SETTINGS_FILE
+
+    if config.settings_file == (Path.cwd() / STACK_SETTINGS_FILE).resolve():
+        return f"run in {Path.cwd()}, they use the stack's settings from {STACK_SETTINGS_FILE}"
+    return f"first: set -a; . {config.settings_file}; set +a"
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -74,6 +74,11 @@ class StackConfig:
         return self.root / "stack.json"
 
     @property
+    def settings_file(self) -> Path:
+        """The settings ``notifier apikey|dlq|prune`` read when run beside the stack."""
+        return self.root / "env"
+
+    @property
     def ca_file(self) -> Path:
         return self.keys_dir / "ca.pem"
 
@@ -107,6 +112,29 @@ class StackConfig:
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(asdict(self), indent=1))
+
+    def save_settings_file(self) -> None:
+        """Write :attr:`settings_file`: the store, broker and queue of the stack's processes.
+
+        In the default run folder (``.run/stack``) the commands run by hand in this
+        checkout find it (``notifier.settings.load_settings_beside_stack``), so a key made
+        with ``notifier apikey create`` is one the stack's API knows. Owner-only: the store
+        URL may carry a password.
+        """
+        from notifier.settings import format_settings_file
+
+        values = {
+            "NOTIFIER_STORE_URL": self.store_url,
+            "NOTIFIER_AMQP_URL": self.amqp_url,
+            "NOTIFIER_QUEUE": self.queue,
+        }
+        header = (
+            "Written by `notifier stack up`: the settings of this stack's processes.\n"
+            "`notifier apikey|dlq|prune` run in this checkout without NOTIFIER_STORE_URL use them."
+        )
+        fd = os.open(self.settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(format_settings_file(values, header))
 
     @classmethod
     def load(cls, run_dir: Path) -> StackConfig | None:

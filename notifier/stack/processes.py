@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import ssl
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
@@ -81,6 +83,15 @@ def running(record: PidRecord) -> bool:
     return process_of(record) is not None
 
 
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, readable by its owner only (0600), even if an older
+    run left it 0644: logs can hold what a process was told (ids, user ids, hints)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -94,9 +105,8 @@ def spawn(
     ca_file: str | None = None,
 ) -> PidRecord:
     """Start ``argv`` detached (own session, output to ``logs/<name>.log``) and record it."""
-    logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs_dir / f"{name}.log"
-    with log_path.open("ab") as log:
+    with open_private_log(log_path) as log:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

@@ -98,6 +98,25 @@ class Page:
     next: str | None  # cursor for ``after``: the id of the last item, None on the last page
 
 
+# An API key's id: the first hex characters of its SHA-256 (the stored hash). It names the
+# key in ``notifier apikey list|revoke`` and reveals nothing of the key itself.
+API_KEY_ID_CHARS = 16
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_api_key_id(value: str) -> bool:
+    return len(value) == API_KEY_ID_CHARS and set(value) <= _HEX
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """An API key as ``notifier apikey list`` shows it: never the key, nor its whole hash."""
+
+    id: str  # the first API_KEY_ID_CHARS characters of the key's hash
+    app: str
+    created_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveredLock:
     """A document whose lock expired (its worker died), as the sweeper found it."""
@@ -277,3 +296,12 @@ class NotificationStore(Protocol):
     async def add_api_key(self, app: str, key_hash: str, now: datetime) -> None: ...
 
     async def app_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    async def list_api_keys(self, app: str | None = None) -> list[ApiKeyInfo]:
+        """Every key (or ``app``'s), oldest first, as ids; never a whole hash."""
+
+    async def revoke_api_key(self, key_id: str) -> str | None:
+        """Delete the key whose hash starts with ``key_id`` (an id of
+        :func:`is_api_key_id` form; any other value matches nothing): the app it belonged
+        to, or None when no key has that id. API replicas cache a key for at most
+        ``api.auth.CACHE_SECONDS``, so it stops working everywhere within that time."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
@@ -61,6 +62,10 @@ class Api:
         return sum(counts.values())
 
     async def queued(self) -> int:
+        """How many notification ids :meth:`queued_ids` finds."""
+        return len(await self.queued_ids())
+
+    async def queued_ids(self) -> list[str]:
         """Notification ids ready in this test's queue (a message may carry several).
 
         Reads every message without ack, requeues them all and waits until the queue holds
@@ -80,7 +85,7 @@ class Api:
                 return declared.declaration_result.message_count == len(messages)
 
             await wait_for(ready, timeout=10, what="the read messages back in the queue")
-            return sum(len(decode(m.body) or ()) for m in messages)
+            return [i for m in messages for i in decode(m.body) or ()]
         finally:
             await channel.close()
 
@@ -175,3 +180,32 @@ async def rejecting_api(shared_api: Api) -> Api:
 
 def count_open(counts: dict[Status, int]) -> int:
     return sum(counts.values())
+
+
+POISON_TITLE = "refused-by-a-check-constraint"
+
+
+@pytest.fixture
+async def refusing_settings(fresh_pg_url: str) -> AsyncIterator[Settings]:
+    """Settings on a database of this test's own whose notifications table refuses the
+    title ``POISON_TITLE`` (a CHECK constraint): a write that passes validation and that
+    the real store refuses, as a driver error."""
+    settings = load_settings(
+        {
+            "NOTIFIER_STORE_URL": fresh_pg_url,
+            "NOTIFIER_AMQP_URL": AMQP_URL,
+            "NOTIFIER_QUEUE": f"test.refusing.{secrets.token_hex(4)}",
+        }
+    )
+    store = await open_store(settings)
+    await store.close()
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute(
+            "ALTER TABLE notifications ADD CONSTRAINT refuse_poison "
+            f"CHECK (title IS DISTINCT FROM '{POISON_TITLE}')"
+        )
+    finally:
+        await conn.close()
+    yield settings
+    await delete_queues(settings)

@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiohttp
 
+from emulator.testing import free_port
 from notifier.settings import Settings
 from tests.support import wait_for
 
@@ -32,13 +33,17 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn_api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``python -m notifier api --port P`` on loopback; its output goes to ``log``."""
+def spawn_api(
+    settings: Settings, port: int, log: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """``python -m notifier api --port P`` on loopback; its output goes to ``log``.
+
+    ``extra_env``: more variables for the process (``NOTIFIER_...=value``)."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "notifier", "api", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=settings_env(settings),
+            env=settings_env(settings, **extra_env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -78,3 +83,17 @@ def running(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
     finally:
         for proc in procs:
             stop(proc)
+
+
+@asynccontextmanager
+async def live_api(settings: Settings, log: Path, **extra_env: str) -> AsyncIterator[str]:
+    """A real API process on a free loopback port, healthy; yields its base URL. Stopped
+    (SIGTERM, must exit 0) on leaving, so ``log`` is complete afterwards."""
+    port = free_port()
+    proc = spawn_api(settings, port, log, **extra_env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(f"{base_url}/health", proc)
+        yield base_url
+    finally:
+        assert stop(proc) == 0, "the API did not stop cleanly on SIGTERM"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +69,15 @@ class Front:
 
 
 async def _start_nginx(
-    run_dir: Path, port: int, api_ports: list[int], *, read_timeout: str | None = None
+    run_dir: Path, port: int, api_ports: list[int], **timeouts: str
 ) -> subprocess.Popen[bytes]:
-    """nginx with the repo's config; ``read_timeout`` shortens proxy_read_timeout (15s)."""
+    """nginx with the repo's config; ``timeouts`` shorten some of its timeouts, e.g.
+    ``proxy_read_timeout="1s"`` (each must appear once in the config)."""
     config = render_nginx_config(port, [f"127.0.0.1:{p}" for p in api_ports], run_dir)
-    if read_timeout is not None:
-        assert config.count("proxy_read_timeout 15s;") == 1
-        config = config.replace("proxy_read_timeout 15s;", f"proxy_read_timeout {read_timeout};")
+    for directive, value in timeouts.items():
+        line = re.compile(rf"^(\s*){directive} \w+;$", re.MULTILINE)
+        config, count = line.subn(rf"\g<1>{directive} {value};", config)
+        assert count == 1, directive
     conf = run_dir / "nginx.conf"
     conf.write_text(config)
     base = [NGINX, "-p", str(run_dir), "-e", str(run_dir / "error.log"), "-c", str(conf)]
@@ -273,11 +277,11 @@ async def stalling_upstream() -> AsyncIterator[_StallingUpstream]:
 
 
 async def _lone_nginx(
-    tmp_path: Path, upstream_port: int, read_timeout: str | None = None
+    tmp_path: Path, upstream_port: int, **timeouts: str
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """nginx in front of one upstream port, ready (its own /metrics answers 404)."""
     port = free_port()
-    nginx = await _start_nginx(tmp_path, port, [upstream_port], read_timeout=read_timeout)
+    nginx = await _start_nginx(tmp_path, port, [upstream_port], **timeouts)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(url) as session:
 
@@ -306,7 +310,7 @@ async def test_upstream_timeout_is_504_may_have_been_accepted(
     stalling_upstream: _StallingUpstream, tmp_path: Path
 ) -> None:
     """Not 503 "retry later": the replica had the POST and may have stored it."""
-    url, nginx = await _lone_nginx(tmp_path, stalling_upstream.port, read_timeout="1s")
+    url, nginx = await _lone_nginx(tmp_path, stalling_upstream.port, proxy_read_timeout="1s")
     try:
         status, problem, retry_after = await _post_once(url)
     finally:
@@ -331,3 +335,123 @@ async def test_unreachable_upstream_is_503_retry_later(tmp_path: Path) -> None:
     assert status == 503 and problem["status"] == 503
     assert problem["type"] == "https://notifier.dev/problems/service-unavailable"
     assert retry_after == "1"
+
+
+# -- what nginx refuses itself ------------------------------------------------------------------
+
+
+async def _raw_exchange(
+    url: str, source_ip: str, raw: bytes, timeout: float = 10
+) -> tuple[int, str, bytes]:
+    """Send ``raw`` from ``source_ip``; (status, content type, body) of the answer, or
+    (0, "", b"") when nginx closed the connection without one."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source_ip, 0))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    if not data:
+        return 0, "", b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers.get("content-type", ""), body
+
+
+REFUSED_BY_NGINX = [
+    ("bad-request-line", b"GET /health HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+    ("not-http", b"\x16\x03\x01 hello\r\n\r\n", 400),
+    ("bad-content-length", b"POST /v1/notifications HTTP/1.1\r\nHost: x\r\n"
+     b"Content-Length: abc\r\n\r\n", 400),
+    ("header-too-large", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * 9000
+     + b"\r\n\r\n", 431),
+    ("uri-too-long", b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("unknown-transfer-encoding", b"POST /v1/notifications HTTP/1.1\r\nHost: x\r\n"
+     b"Transfer-Encoding: foo\r\n\r\n", 501),
+    ("http-2-request-line", b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    ("internal-uri", b"GET /_problems/bad-request HTTP/1.1\r\nHost: x\r\n"
+     b"Connection: close\r\n\r\n", 404),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"), [c[1:] for c in REFUSED_BY_NGINX], ids=[c[0] for c in REFUSED_BY_NGINX]
+)
+async def test_what_nginx_refuses_itself_is_a_problem_document(
+    front: Front, raw: bytes, status: int
+) -> None:
+    answer_status, content_type, body = await _raw_exchange(front.url, "127.0.0.30", raw)
+    assert (answer_status, content_type) == (status, "application/problem+json"), body
+    problem = orjson.loads(body)
+    assert problem["status"] == status and problem["detail"]
+
+
+async def test_past_100_requests_in_progress_from_one_address_nginx_answers_429(
+    front: Front,
+) -> None:
+    """Requests whose bodies never come hold nginx (it buffers bodies before proxying);
+    past 100 at once from one address the next request is refused, others are not."""
+    host, port = front.url.removeprefix("http://").split(":")
+    head = (
+        b"POST /v1/notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    held = []
+    try:
+        for _ in range(100):
+            _reader, writer = await asyncio.open_connection(
+                host, int(port), local_addr=("127.0.0.41", 0)
+            )
+            writer.write(head)
+            held.append(writer)
+
+        async def refused() -> dict[str, Any] | None:
+            async with (
+                front.session("127.0.0.41") as session,
+                session.get("/health") as r,
+            ):
+                if r.status != 429:
+                    return None
+                assert r.content_type == "application/problem+json"
+                assert r.headers.get("Retry-After") == "1"
+                problem: dict[str, Any] = await r.json(content_type=None)
+                return problem
+
+        problem = await wait_for(refused, timeout=8, what="the 101st request refused")
+        assert "100 requests in progress" in problem["detail"]
+        async with front.session("127.0.0.42") as other, other.get("/health") as r:
+            assert r.status == 200  # another address is not limited
+    finally:
+        for writer in held:
+            writer.close()
+
+    async def served_again() -> bool:
+        async with front.session("127.0.0.41") as session, session.get("/health") as r:
+            return r.status == 200
+
+    await wait_for(served_again, timeout=10, what="the address served again")
+
+
+@pytest.mark.parametrize("gap", [True, False], ids=["stalled-body", "stalled-head"])
+async def test_a_stalled_client_is_cut_off_by_nginx(
+    stalling_upstream: _StallingUpstream, tmp_path: Path, gap: bool
+) -> None:
+    """Past client_body_timeout or client_header_timeout (both 10 s, shortened to 1 s here)
+    nginx closes the connection; the request never reaches a replica."""
+    url, nginx = await _lone_nginx(
+        tmp_path, stalling_upstream.port, client_body_timeout="1s", client_header_timeout="1s"
+    )
+    head = b"POST /v1/notifications HTTP/1.1\r\nHost: x\r\n"
+    if gap:
+        head += b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    started = time.monotonic()
+    try:
+        status, _, _ = await _raw_exchange(url, "127.0.0.1", head)
+    finally:
+        stop(nginx, signal.SIGQUIT)
+    assert status == 0  # closed without an answer: nginx sends none for a client timeout
+    assert time.monotonic() - started < 3
+    assert stalling_upstream.heads == []

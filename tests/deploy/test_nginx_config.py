@@ -35,6 +35,17 @@ def test_nginx_accepts_the_local_rendering(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_nginx_log_files_are_private(tmp_path: Path) -> None:
+    """nginx creates its logs 0644; an operator's fellow users must not read them."""
+    (tmp_path / "access.log").write_text("")
+    (tmp_path / "access.log").chmod(0o644)  # left by an older run
+    config = render_nginx_config(18080, ["127.0.0.1:18081"], tmp_path)
+    result = _nginx_t(config, tmp_path)  # nginx opens (and would create) both logs
+    assert result.returncode == 0, result.stderr
+    for name in ("error.log", "access.log"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
 @pytest.fixture(scope="module")
 def compose_nginx_env() -> dict[str, str]:
     environment: dict[str, str] = load_compose()["services"]["nginx"]["environment"]

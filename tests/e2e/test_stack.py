@@ -14,6 +14,7 @@ import random
 import secrets
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,9 @@ async def stack_db(services: None) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(stack_db: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    run_dir = tmp_path_factory.mktemp("stack")
+    # The default run folder's shape (<checkout>/.run/stack), so that commands run in
+    # <checkout> find the stack's settings as they do in a real checkout.
+    run_dir = tmp_path_factory.mktemp("checkout") / ".run" / "stack"
     base = _free_base()
     result = _notifier(
         "stack", "up", "--run-dir", str(run_dir), "--skip-services",
@@ -118,6 +121,29 @@ def test_a_second_up_reports_what_already_runs(stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("already running") == len(before) == 7
     assert stack.pids() == before
+
+
+def test_apikey_create_beside_the_stack_makes_a_key_it_accepts(stack: Stack) -> None:
+    """Run in the checkout without NOTIFIER_STORE_URL: the key is the stack's, so nginx and
+    the API replicas answer 202 to it (it used to land in the default store: 401)."""
+    checkout = stack.run_dir.parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    created = subprocess.run(
+        [sys.executable, "-m", "notifier", "apikey", "create", "--app", "by-hand"],
+        cwd=checkout, env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    body = json.dumps({"to": {"platform": "fcm", "token": "by-hand-token"}, "title": "Hi"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.base}/v1/notifications",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 202
+    assert ".run/stack/env" in created.stderr  # and the command said whose settings it used
 
 
 def test_status_shows_every_component_healthy(stack: Stack) -> None:

@@ -49,6 +49,19 @@ def test_spawned_process_is_recorded_waited_on_and_stopped(tmp_path: Path) -> No
     assert (tmp_path / "logs" / "web-1.log").is_file()
 
 
+def test_component_logs_are_private(tmp_path: Path) -> None:
+    """A component's log is readable by its owner only, even where an older run left 0644."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "web-1.log").write_text("older run\n")
+    (tmp_path / "logs" / "web-1.log").chmod(0o644)
+    record = _http_server(tmp_path)
+    try:
+        assert Path(record.log).stat().st_mode & 0o777 == 0o600
+        assert Path(record.log).read_text().startswith("older run")  # appended to, not lost
+    finally:
+        stop(record, tmp_path / "pids")
+
+
 def test_a_recycled_pid_is_never_taken_for_ours(tmp_path: Path) -> None:
     record = _http_server(tmp_path)
     try:

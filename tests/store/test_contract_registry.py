@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from notifier.apikeys import generate_key, hash_key
 from notifier.models import Platform
-from notifier.store.base import NotificationStore, StoreUnavailable
+from notifier.store.base import ApiKeyInfo, NotificationStore, StoreUnavailable
 from tests.store.conftest import ConnectStore, insert, make_notification
 
 
@@ -93,6 +94,46 @@ async def test_api_keys_map_hashes_to_apps(store: NotificationStore, now: dateti
     assert await store.app_for_key_hash("hash1") == "app1"
     assert await store.app_for_key_hash("hash2") == "app2"
     assert await store.app_for_key_hash("nope") is None
+
+
+async def test_api_keys_are_listed_by_id_never_by_hash(
+    store: NotificationStore, now: datetime
+) -> None:
+    first, second, other = (hash_key(generate_key()) for _ in range(3))
+    await store.add_api_key("app1", first, now)
+    await store.add_api_key("app1", second, now + timedelta(seconds=1))
+    await store.add_api_key("app2", other, now + timedelta(seconds=2))
+    every = await store.list_api_keys()
+    assert every == [
+        ApiKeyInfo(first[:16], "app1", now),
+        ApiKeyInfo(second[:16], "app1", now + timedelta(seconds=1)),
+        ApiKeyInfo(other[:16], "app2", now + timedelta(seconds=2)),
+    ]
+    assert [k.id for k in await store.list_api_keys("app2")] == [other[:16]]
+    assert await store.list_api_keys("nobody") == []
+
+
+async def test_a_revoked_key_is_gone(store: NotificationStore, now: datetime) -> None:
+    kept, revoked = hash_key(generate_key()), hash_key(generate_key())
+    await store.add_api_key("app1", kept, now)
+    await store.add_api_key("app1", revoked, now)
+    assert await store.revoke_api_key(revoked[:16]) == "app1"
+    assert await store.app_for_key_hash(revoked) is None
+    assert await store.app_for_key_hash(kept) == "app1"
+    assert [k.id for k in await store.list_api_keys()] == [kept[:16]]
+    assert await store.revoke_api_key(revoked[:16]) is None  # already gone
+
+
+@pytest.mark.parametrize(
+    "key_id", ["", "0", "a" * 15, "A" * 16, ".*", "^", "g" * 16, "a" * 17, "\x00" * 16]
+)
+async def test_revoke_matches_nothing_but_a_whole_id(
+    store: NotificationStore, now: datetime, key_id: str
+) -> None:
+    """A short, upper-case or pattern-like id revokes nothing (a prefix would match many)."""
+    await store.add_api_key("app1", "a" * 64, now)
+    assert await store.revoke_api_key(key_id) is None
+    assert await store.app_for_key_hash("a" * 64) == "app1"
 
 
 async def test_setup_twice_and_concurrently_is_harmless(

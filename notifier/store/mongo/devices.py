@@ -14,7 +14,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from notifier.models import Device, Platform
+from notifier.models import Device, Platform, as_utc
+from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, is_api_key_id
 from notifier.store.mongo.client import Document, mapped
 from notifier.store.mongo.documents import bson_time, document_to_device
 
@@ -115,3 +116,24 @@ class DeviceStoreMixin:
     async def app_for_key_hash(self, key_hash: str) -> str | None:
         doc = await self._api_keys.find_one({"_id": key_hash}, {"app": 1})
         return None if doc is None else str(doc["app"])
+
+    @mapped
+    async def list_api_keys(self, app: str | None = None) -> list[ApiKeyInfo]:
+        query: Document = {} if app is None else {"app": app}
+        cursor = self._api_keys.find(query).sort([("created_at", 1), ("_id", 1)])
+        return [
+            ApiKeyInfo(str(d["_id"])[:API_KEY_ID_CHARS], str(d["app"]), as_utc(d["created_at"]))
+            for d in await cursor.to_list(None)
+        ]
+
+    @mapped
+    async def revoke_api_key(self, key_id: str) -> str | None:
+        if not is_api_key_id(key_id):  # also keeps the regex below a plain, anchored prefix
+            return None
+        # An anchored prefix regex on _id is an index range scan.
+        query = {"_id": {"$regex": f"^{key_id}"}}
+        docs = await self._api_keys.find(query, {"app": 1}).to_list(None)
+        if not docs:
+            return None
+        await self._api_keys.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        return str(docs[0]["app"])

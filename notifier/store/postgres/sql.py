@@ -6,10 +6,12 @@ Ids and idempotency keys use the "C" collation: UUIDv7 text then sorts by creati
 a key prefix (``key#...``, a user fan-out) is a plain index range.
 """
 
-# The f-strings below interpolate only constants of this module, never input.
+# The f-strings below interpolate only constants (of this module, or imported), never input.
 # ruff: noqa: S608
 
 from __future__ import annotations
+
+from notifier.store.base import API_KEY_ID_CHARS
 
 # Any constant will do; every process agrees on it so that setup() runs one at a time.
 SETUP_LOCK_KEY = 0x6E6F7469666965  # "notifie"
@@ -385,3 +387,10 @@ INSERT INTO api_keys (key_hash, app, created_at) VALUES ($1, $2, $3)
 ON CONFLICT (key_hash) DO NOTHING
 """
 APP_FOR_KEY_HASH = "SELECT app FROM api_keys WHERE key_hash = $1"
+LIST_API_KEYS = f"""
+SELECT left(key_hash, {API_KEY_ID_CHARS}) AS id, app, created_at FROM api_keys
+WHERE ($1::text IS NULL OR app = $1) ORDER BY created_at, key_hash
+"""
+REVOKE_API_KEY = f"""
+DELETE FROM api_keys WHERE left(key_hash, {API_KEY_ID_CHARS}) = $1 RETURNING app
+"""

@@ -27,12 +27,14 @@ from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import (
     MISSING,
     OUTCOME_UNKNOWN,
+    ApiKeyInfo,
     ClaimResult,
     InsertResult,
     Outcome,
     Page,
     RecoveredLock,
     StoreUnavailable,
+    is_api_key_id,
 )
 from notifier.store.postgres import sql
 from notifier.store.postgres.pool import create_pool, is_unavailable
@@ -335,4 +337,16 @@ class PostgresStore(SharedStoreLogic):
         if not storable(key_hash):
             return None
         row = await self._fetchrow(sql.APP_FOR_KEY_HASH, key_hash)
+        return None if row is None else str(row["app"])
+
+    async def list_api_keys(self, app: str | None = None) -> list[ApiKeyInfo]:
+        if not storable(app):
+            return []
+        rows = await self._fetch(sql.LIST_API_KEYS, app)
+        return [ApiKeyInfo(r["id"], r["app"], r["created_at"]) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> str | None:
+        if not is_api_key_id(key_id):
+            return None
+        row = await self._fetchrow(sql.REVOKE_API_KEY, key_id)
         return None if row is None else str(row["app"])
