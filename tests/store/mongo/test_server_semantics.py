@@ -7,6 +7,7 @@ expected to fail on the stand-in only (``server.deviation``), naming the differe
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -103,3 +104,29 @@ async def test_the_store_write_concern_is_journaled_on_this_server(server: Serve
     assert concern == expected
     result = await server.db.get_collection("c", write_concern=concern).insert_one({"_id": 1})
     assert result.acknowledged
+
+
+def _stages(plan: dict[str, Any]) -> list[str]:
+    """The stage names of a winning plan, outermost first."""
+    stages = [str(plan.get("stage"))]
+    for child in (plan.get("inputStage"), *plan.get("inputStages", ())):
+        if child:
+            stages += _stages(child)
+    return stages
+
+
+async def test_a_claim_filter_reads_by_the_id_index(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """https://www.mongodb.com/docs/manual/core/query-plans/ : the planner chooses among
+    plans on the indexes that can serve a predicate, and the ``_id`` index serves
+    ``{_id: {$in: ids}}`` whatever else the filter holds; a collection scan is the plan of
+    a query no index serves (https://www.mongodb.com/docs/manual/reference/explain-results/).
+    A claim's cost then does not grow with the collection."""
+    server.deviation(request, "an _id $in combined with other predicates is planned as a COLLSCAN")
+    col = server.db["notifications"]
+    await col.create_indexes(q.NOTIFICATION_INDEXES)
+    await col.insert_many([{"_id": str(i), "status": "pending"} for i in range(50)])
+    now = datetime.now(UTC)
+    explained = await col.find(q.claimable(["1", "2"], now)).explain()
+    assert "COLLSCAN" not in _stages(explained["queryPlanner"]["winningPlan"])
