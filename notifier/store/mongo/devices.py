@@ -16,8 +16,8 @@ from pymongo.errors import DuplicateKeyError
 
 from notifier.models import Device, Platform, as_utc
 from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, is_api_key_id
-from notifier.store.mongo_client import Document, mapped
-from notifier.store.mongo_documents import bson_time, document_to_device
+from notifier.store.mongo.client import Document, mapped
+from notifier.store.mongo.documents import bson_time, document_to_device
 
 
 class DeviceStoreMixin:
