@@ -152,7 +152,8 @@ def test_down_stops_exactly_what_up_started(stack: Stack) -> None:
     for pid in stack.pids().values():
         proc = psutil.Process(pid)
         procs += [proc, *proc.children(recursive=True)]
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # It outlives any `down` (killed below): its exit would not be down's doing.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         result = _notifier("stack", "down", "--run-dir", str(stack.run_dir))
         assert result.returncode == 0, result.stderr
