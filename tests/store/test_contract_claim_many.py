@@ -94,3 +94,19 @@ async def test_concurrent_claim_many_callers_claim_each_document_exactly_once(
     assert set(counts) == set(ids)
     assert set(counts.values()) == {1}
     assert all(wins)
+
+
+async def test_claimers_racing_for_one_document_lose_as_locked(
+    connect_store: ConnectStore, store: NotificationStore, now: datetime
+) -> None:
+    """The losers of a race read LOCKED on both stores, whenever each looked at the document
+    (PostgreSQL classifies from the claim's snapshot, where it may still look claimable)."""
+    docs = await insert(store, *(make_notification(now) for _ in range(10)))
+    claimers = [store, *[await connect_store() for _ in range(3)]]
+    for doc in docs:
+        results = await asyncio.gather(
+            *(c.claim_many([doc.id], f"w{i}", now, LOCK) for i, c in enumerate(claimers))
+        )
+        outcomes = [r[doc.id] for r in results]
+        assert sum(r.won for r in outcomes) == 1
+        assert {r.miss for r in outcomes if not r.won} == {ClaimMiss.LOCKED}

@@ -164,6 +164,24 @@ async def test_complete_many_reports_each_item(store: NotificationStore, now: da
     assert await store.complete_many("w1", []) == []
 
 
+async def test_complete_many_repeated_reports_nothing_written(
+    store: NotificationStore, now: datetime
+) -> None:
+    """A batch written twice (say, retried after a timeout): the second changes nothing and
+    says so, even though the stored outcomes equal the ones it carries."""
+    a, b = await insert(store, make_notification(now), make_notification(now))
+    await store.claim_many([a.id, b.id], "w1", now, LOCK)
+    items = [(a.id, sent(now)), (b.id, sent(now))]
+    assert await store.complete_many("w1", items) == [True, True]
+    assert await store.complete_many("w1", items) == [False, False]
+    # one of the two claimed again by w1: only that one is written
+    later = now + timedelta(seconds=1)
+    c, d = await insert(store, make_notification(now), make_notification(now))
+    await store.claim(c.id, "w1", now, LOCK)
+    again = [(d.id, sent(later)), (c.id, sent(later))]
+    assert await store.complete_many("w1", again) == [False, True]
+
+
 async def test_retrying_clears_published_at_and_waits_for_next_attempt(
     store: NotificationStore, now: datetime
 ) -> None:

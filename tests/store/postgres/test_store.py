@@ -11,10 +11,9 @@ import asyncpg
 import pytest
 
 from notifier.models import Platform, Status
-from notifier.store import postgres_pool
-from notifier.store import postgres_sql as sql
 from notifier.store.base import StoreUnavailable
-from notifier.store.postgres import PostgresStore
+from notifier.store.postgres import PostgresStore, sql
+from notifier.store.postgres import pool as postgres_pool
 from tests.conftest import PG_ADMIN_URL
 from tests.store.conftest import insert, make_notification
 from tests.support import wait_for

@@ -13,7 +13,7 @@ PyMongo's connection errors and timeouts surface as
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from typing import Any, ParamSpec, TypeVar
@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.monitoring import CommandListener
 
 from notifier.store.base import StoreUnavailable
 
@@ -87,10 +88,14 @@ def write_concern_for(hello: Document) -> WriteConcern:
     return WriteConcern(w="majority") if replicated else WriteConcern(w=1, j=True)
 
 
-async def open_database(url: str) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
+async def open_database(
+    url: str, *, event_listeners: Sequence[CommandListener] = ()
+) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
     """A client and the URL's database (default ``notifier``) with the durable write concern."""
     try:
-        client: AsyncMongoClient[Document] = AsyncMongoClient(url, **client_options(url))
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            url, event_listeners=list(event_listeners), **client_options(url)
+        )
     except PyMongoError as exc:  # a malformed URL or option; its text may hold the URL
         raise StoreUnavailable(f"MongoDB URL rejected: {type(exc).__name__}") from None
     try:

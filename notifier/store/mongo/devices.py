@@ -15,8 +15,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from notifier.models import Device, Platform
-from notifier.store.mongo_client import Document, mapped
-from notifier.store.mongo_documents import bson_time, document_to_device
+from notifier.store.mongo.client import Document, mapped
+from notifier.store.mongo.documents import bson_time, document_to_device
 
 
 class DeviceStoreMixin:

@@ -3,7 +3,7 @@
 Same semantics as the MongoDB store (the contract suite holds both): every race is settled
 by one conditional ``UPDATE ... RETURNING``; bulk paths are one statement over ``unnest``
 arrays; sweeper batches use ``FOR UPDATE SKIP LOCKED`` so concurrent sweepers take disjoint
-sets. The SQL lives in :mod:`notifier.store.postgres_sql`.
+sets. The SQL lives in :mod:`notifier.store.postgres.sql`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from notifier.models import (
     id_floor,
 )
 from notifier.settings import UnknownOutcomePolicy
-from notifier.store import postgres_sql as sql
 from notifier.store.base import (
     MISSING,
     OUTCOME_UNKNOWN,
-    CancelResult,
     ClaimResult,
     InsertResult,
     Outcome,
@@ -36,10 +34,10 @@ from notifier.store.base import (
     RecoveredLock,
     StoreUnavailable,
 )
-from notifier.store.postgres_pool import create_pool, is_unavailable
-from notifier.store.postgres_rows import (
+from notifier.store.postgres import sql
+from notifier.store.postgres.pool import create_pool, is_unavailable
+from notifier.store.postgres.rows import (
     check_storable,
-    classify_miss,
     device_from_row,
     dumps,
     insert_columns,
@@ -47,9 +45,16 @@ from notifier.store.postgres_rows import (
     outcome_columns,
     storable,
 )
+from notifier.store.semantics import (
+    SharedStoreLogic,
+    classify_miss,
+    first_of_each_key,
+    insert_results,
+    zero_filled_counts,
+)
 
 
-class PostgresStore:
+class PostgresStore(SharedStoreLogic):
     """:class:`~notifier.store.base.NotificationStore` on PostgreSQL."""
 
     kind = "postgresql"
@@ -102,15 +107,9 @@ class PostgresStore:
 
     # -- API side ----------------------------------------------------------------------------------
     async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
-        # The first occurrence of a key in the batch is the one inserted; later ones replay it.
         for n in notifications:
             check_storable(n)
-        first_of_key: dict[tuple[str, str], int] = {}
-        to_insert: list[Notification] = []
-        for i, n in enumerate(notifications):
-            ikey = n.idempotency_key
-            if ikey is None or first_of_key.setdefault((n.app, ikey), i) == i:
-                to_insert.append(n)
+        to_insert, first_of_key = first_of_each_key(notifications)
         created: set[str] = set()
         if to_insert:
             rows = await self._fetch(sql.INSERT_MANY, *insert_columns(to_insert))
@@ -118,18 +117,7 @@ class PostgresStore:
         stored = await self._stored_for_keys(
             [n for n in to_insert if n.id not in created and n.idempotency_key is not None]
         )
-        results: list[InsertResult] = []
-        for n in notifications:
-            if n.id in created:
-                results.append(InsertResult(n, True))
-                continue
-            key = (n.app, n.idempotency_key or "")
-            first = notifications[first_of_key[key]]
-            existing = first if first.id in created else stored.get(key)
-            if existing is None:  # a prune deleted it between the two steps: retry later
-                raise StoreUnavailable("idempotency conflict without a stored notification")
-            results.append(InsertResult(existing, False))
-        return results
+        return insert_results(notifications, first_of_key, created, stored)
 
     async def _stored_for_keys(
         self, conflicting: Sequence[Notification]
@@ -191,27 +179,13 @@ class PostgresStore:
         if ids:
             await self._execute(sql.MARK_PUBLISHED, list(ids), at)
 
-    async def cancel(
-        self, id: str, app: str, now: datetime
-    ) -> tuple[CancelResult, Notification | None]:
+    async def _cancel_if_open(self, id: str, app: str, now: datetime) -> Notification | None:
         if not storable(id, app):
-            return CancelResult.NOT_FOUND, None
+            return None
         row = await self._fetchrow(sql.CANCEL, id, app, now)
-        if row is not None:
-            return CancelResult.CANCELLED, notification_from_row(row)
-        current = await self.get(id, app)
-        if current is None:
-            return CancelResult.NOT_FOUND, None
-        if current.status is Status.CANCELLED:
-            return CancelResult.CANCELLED, current
-        return CancelResult.CONFLICT, current
+        return notification_from_row(row) if row is not None else None
 
     # -- worker side -------------------------------------------------------------------------------
-    async def claim(
-        self, id: str, worker_id: str, now: datetime, lock_seconds: float
-    ) -> ClaimResult:
-        return (await self.claim_many([id], worker_id, now, lock_seconds))[id]
-
     async def claim_many(
         self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
     ) -> dict[str, ClaimResult]:
@@ -235,9 +209,6 @@ class PostgresStore:
                 ClaimResult(current) if won else ClaimResult(None, classify_miss(current, now))
             )
         return results
-
-    async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
-        return (await self.complete_many(worker_id, [(id, outcome)]))[0]
 
     async def complete_many(
         self, worker_id: str, items: Sequence[tuple[str, Outcome]]
@@ -308,10 +279,7 @@ class PostgresStore:
         else:
             query = sql.COUNTS_OPEN_FOR_APP if open_only else sql.COUNTS_FOR_APP
             rows = await self._fetch(query, app)
-        counts = dict.fromkeys(Status, 0)
-        for r in rows:
-            counts[Status(r["status"])] = r["n"]
-        return counts
+        return zero_filled_counts((r["status"], r["n"]) for r in rows)
 
     # -- devices -----------------------------------------------------------------------------------
     async def upsert_device(

@@ -1,7 +1,8 @@
-"""The filters, updates and indexes :class:`~notifier.store.mongo.MongoStore` sends to MongoDB.
+"""The filters, updates, cursor settings and indexes that :class:`~notifier.store.mongo.MongoStore`
+sends to MongoDB.
 
 Pure builders (no I/O), kept apart from the store so that every condition a race is settled
-on reads in one place. Each one mirrors a statement of :mod:`notifier.store.postgres_sql`.
+on reads in one place. Each one mirrors a statement of :mod:`notifier.store.postgres.sql`.
 
 Updates that touch the last history entry are aggregation-pipeline updates (MongoDB 4.2+):
 plain update operators cannot address "the last element" of an array. In a pipeline every
@@ -16,19 +17,23 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.cursor import AsyncCursor
 
 from notifier.models import FINAL_STATUSES, OPEN_STATUSES, AttemptOutcome, Status
 from notifier.store.base import Outcome
-from notifier.store.mongo_documents import last_error_to_document
+from notifier.store.mongo.documents import last_error_to_document
 
 Filter = dict[str, Any]
 Pipeline = list[dict[str, Any]]
 
 OPEN = sorted(s.value for s in OPEN_STATUSES)
 FINAL = sorted(s.value for s in FINAL_STATUSES)
-LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry"]
-# What classifying a missed claim reads.
-MISS_PROJECTION = {"status": 1, "lockedBy": 1, "lockExpiry": 1}
+# The id of the claim call that holds the lock: claim_many stamps it on every document it
+# wins, then reads back by it. Unique per call, it is cleared with the lock.
+LEASE = "lockLease"
+LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry", LEASE]
+# The id of the complete_many call that wrote the outcome (see completed_by).
+OUTCOME_WRITE = "outcomeWrite"
 
 NOTIFICATION_INDEXES = [
     IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
@@ -52,6 +57,16 @@ DEVICE_INDEXES = [
 
 # A string key, so that the planner may use the partial (app, idempotency_key) index.
 IS_STRING = {"$type": "string"}
+
+
+def in_one_reply(cursor: AsyncCursor[Any], most: int) -> AsyncCursor[Any]:
+    """``cursor`` set to bring its (at most ``most``) documents in the find's own reply.
+
+    Without it the server sends 101 documents, then the rest on a getMore; and a batch that
+    fills exactly leaves the cursor open, costing a getMore to learn it is exhausted. A
+    limit closes the cursor in the first reply (the limit is reached or nothing is left).
+    """
+    return cursor.limit(most).batch_size(most)
 
 
 def literal(value: Any) -> dict[str, Any]:
@@ -134,17 +149,20 @@ def finish_last(outcome: Outcome) -> dict[str, Any]:
 # -- worker side ----------------------------------------------------------------------------------
 
 
-def claim_filter(id: str, now: datetime) -> Filter:
-    return {"_id": id, "status": {"$in": OPEN}, "$and": [*due(now), unlocked(now)]}
+def claimable(ids: list[str], now: datetime) -> Filter:
+    """Those of ``ids`` that are open, due and unlocked (or lock-expired)."""
+    return {"_id": {"$in": ids}, "status": {"$in": OPEN}, "$and": [*due(now), unlocked(now)]}
 
 
 def claim_update(
-    worker_id: str, now: datetime, lock_expiry: datetime, attempt: dict[str, Any]
+    worker_id: str, lease: str, now: datetime, lock_expiry: datetime, attempt: dict[str, Any]
 ) -> Pipeline:
-    """Lock, count the attempt, close a dead worker's attempt as unknown, append ours."""
+    """Lock under ``lease``, count the attempt, close a dead worker's attempt as unknown,
+    append ours."""
     return [
         {
             "$set": {
+                LEASE: literal(lease),
                 "lockedBy": literal(worker_id),
                 "lockedAt": literal(now),
                 "lockExpiry": literal(lock_expiry),
@@ -160,10 +178,12 @@ def complete_filter(id: str, worker_id: str) -> Filter:
     return {"_id": id, "lockedBy": worker_id}
 
 
-def complete_update(outcome: Outcome) -> Pipeline:
-    """The outcome written and the lock released (same fields as PostgreSQL's COMPLETE_MANY)."""
+def complete_update(outcome: Outcome, write: str) -> Pipeline:
+    """The outcome written and the lock released (same fields as PostgreSQL's COMPLETE_MANY),
+    stamped with ``write``, the id of the complete_many call."""
     retrying = outcome.status is Status.RETRYING
     fields: dict[str, Any] = {
+        OUTCOME_WRITE: literal(write),
         "status": literal(outcome.status.value),
         "updated_at": literal(outcome.finished_at),
         "history": finish_last(outcome),
@@ -184,27 +204,13 @@ def complete_update(outcome: Outcome) -> Pipeline:
     return [{"$set": fields}, {"$unset": unset}]
 
 
-def completed_by(worker_id: str, items: list[tuple[str, Outcome]]) -> Filter:
-    """Documents whose history holds exactly the attempt end each item wrote.
+def completed_by(ids: list[str], write: str) -> Filter:
+    """The documents that the outcome write ``write`` (:func:`complete_update`) changed.
 
-    Only :func:`complete_update` writes a ``finished_at`` together with an outcome for a worker,
-    so this tells which items of a bulk write matched (BulkWriteResult only counts them).
+    BulkWriteResult only counts matches; the write's own id tells which items took, where
+    matching on the outcome fields could not tell this write from an identical earlier one.
     """
-    return {
-        "$or": [
-            {
-                "_id": id,
-                "history": {
-                    "$elemMatch": {
-                        "worker": worker_id,
-                        "finished_at": o.finished_at,
-                        "outcome": o.attempt_outcome.value,
-                    }
-                },
-            }
-            for id, o in items
-        ]
-    }
+    return {"_id": {"$in": ids}, OUTCOME_WRITE: write}
 
 
 # -- sweeper ---------------------------------------------------------------------------------

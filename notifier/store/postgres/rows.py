@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from notifier.models import (
-    OPEN_STATUSES,
     Attempt,
     Device,
     LastError,
@@ -24,7 +23,7 @@ from notifier.models import (
     Target,
     as_utc,
 )
-from notifier.store.base import ClaimMiss, Outcome
+from notifier.store.base import Outcome
 
 
 def storable(*values: str | None) -> bool:
@@ -169,16 +168,3 @@ def device_from_row(row: Mapping[str, Any]) -> Device:
         updated_at=row["updated_at"],
         deactivated_reason=row["deactivated_reason"],
     )
-
-
-def classify_miss(current: Notification, now: datetime) -> ClaimMiss:
-    """Why a claim missed, from the row as the claim's snapshot saw it."""
-    if current.status not in OPEN_STATUSES:
-        return ClaimMiss.FINAL
-    if current.locked_by is not None and (
-        current.lock_expiry is None or current.lock_expiry >= now
-    ):
-        return ClaimMiss.LOCKED
-    due = all(t is None or t <= now for t in (current.scheduled_for, current.next_attempt_at))
-    # Claimable in the snapshot yet missed: a concurrent claim won the row first.
-    return ClaimMiss.LOCKED if due else ClaimMiss.NOT_DUE

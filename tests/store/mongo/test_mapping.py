@@ -35,16 +35,16 @@ from notifier.models import (
     Status,
     Target,
 )
-from notifier.store import mongo_queries as q
 from notifier.store.base import NotificationStore, Outcome, StoreUnavailable
 from notifier.store.mongo import MongoStore
-from notifier.store.mongo_client import (
+from notifier.store.mongo import queries as q
+from notifier.store.mongo.client import (
     client_options,
     hosts,
     unavailable_on_network_errors,
     write_concern_for,
 )
-from notifier.store.mongo_documents import (
+from notifier.store.mongo.documents import (
     bson_time,
     device_to_document,
     document_to_device,
@@ -200,10 +200,10 @@ def test_every_filter_and_update_is_bson_encodable() -> None:
     outcome = Outcome(Status.SENT, AttemptOutcome.SENT, T0, 200, "m1")
     doc = {"_id": "x", "lockedBy": "w", "lockExpiry": T0}
     built: list[Any] = [
-        q.claim_filter("x", T0),
-        q.claim_update("w", T0, T0, Attempt("w", T0).to_dict()),
-        q.complete_update(outcome),
-        q.completed_by("w", [("x", outcome)]),
+        q.claimable(["x", "y"], T0),
+        q.claim_update("w", "lease", T0, T0, Attempt("w", T0).to_dict()),
+        q.complete_update(outcome, "write"),
+        q.completed_by(["x"], "write"),
         q.take_filter(q.due_for_publish(T0, T0, T0), "x", None),
         q.recover_filter(doc, T0),
         q.recover_update(T0, True, True, LastError("outcome_unknown", "m").to_dict()),
@@ -221,21 +221,30 @@ def test_pipeline_updates_keep_dollar_strings_literal() -> None:
         "$not_a_field",
         last_error=LastError("bad", "$also literal"),
     )
-    set_stage = q.complete_update(outcome)[0]["$set"]
+    set_stage = q.complete_update(outcome, "write")[0]["$set"]
     assert set_stage["provider_message_id"] == {"$literal": "$not_a_field"}
     assert set_stage["last_error"] == {
         "$literal": {"code": "bad", "message": "$also literal", "provider_status": None}
     }
-    claim_set = q.claim_update("$w", T0, T0, {"worker": "$w"})[0]["$set"]
+    claim_set = q.claim_update("$w", "$l", T0, T0, {"worker": "$w"})[0]["$set"]
     assert claim_set["lockedBy"] == {"$literal": "$w"}
+    assert claim_set[q.LEASE] == {"$literal": "$l"}
 
 
 def test_complete_releases_the_lock_and_retrying_clears_published_at() -> None:
     retry = Outcome(Status.RETRYING, AttemptOutcome.RETRY, T0, 503, next_attempt_at=T0)
-    set_stage, unset_stage = q.complete_update(retry)
+    set_stage, unset_stage = q.complete_update(retry, "write")
     assert set_stage["$set"]["next_attempt_at"] == {"$literal": T0}
-    assert set(unset_stage["$unset"]) == {"lockedBy", "lockedAt", "lockExpiry", "published_at"}
-    sent_set, sent_unset = q.complete_update(Outcome(Status.SENT, AttemptOutcome.SENT, T0, 200))
+    assert set(unset_stage["$unset"]) == {
+        "lockedBy",
+        "lockedAt",
+        "lockExpiry",
+        q.LEASE,
+        "published_at",
+    }
+    sent_set, sent_unset = q.complete_update(
+        Outcome(Status.SENT, AttemptOutcome.SENT, T0, 200), "write"
+    )
     assert sent_set["$set"]["sent_at"] == {"$literal": T0}
     assert "published_at" not in sent_unset["$unset"]
     assert "next_attempt_at" in sent_unset["$unset"]
@@ -316,20 +325,6 @@ async def test_connect_to_nothing_is_store_unavailable_without_the_password() ->
     with pytest.raises(StoreUnavailable) as info:
         await MongoStore.connect(url)
     assert "s3cret" not in str(info.value) and "127.0.0.1:9" in str(info.value)
-
-
-def test_a_missed_claim_is_classified_from_the_document_read_after() -> None:
-    from notifier.store.base import ClaimMiss
-    from notifier.store.mongo import _classify_miss
-
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    held = {"status": "pending", "lockedBy": "w", "lockExpiry": now + timedelta(seconds=5)}
-    lapsed = {**held, "lockExpiry": (now - timedelta(seconds=5)).replace(tzinfo=None)}
-    assert _classify_miss(None, now) is ClaimMiss.MISSING
-    assert _classify_miss({"status": "sent"}, now) is ClaimMiss.FINAL
-    assert _classify_miss(held, now) is ClaimMiss.LOCKED
-    assert _classify_miss(lapsed, now) is ClaimMiss.NOT_DUE  # naive read as UTC
-    assert _classify_miss({"status": "scheduled"}, now) is ClaimMiss.NOT_DUE
 
 
 async def test_a_closed_store_is_store_unavailable() -> None:

@@ -10,13 +10,14 @@ Durability: at connect the ``hello`` answer tells the deployment. On a replica s
 sharded cluster behind mongos) every write uses write concern ``majority``, so an
 acknowledged insert survives a failover; on a standalone server ``w=1, j=True``, the most a
 single node can give (acknowledged after the journal is on disk). Filters, pipelines and
-indexes live in :mod:`notifier.store.mongo_queries`, the document mapping in
-:mod:`notifier.store.mongo_documents`.
+indexes live in :mod:`notifier.store.mongo.queries`, the document mapping in
+:mod:`notifier.store.mongo.documents`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -24,45 +25,38 @@ from pymongo import DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
+from pymongo.monitoring import CommandListener
 
-from notifier.models import Attempt, Notification, Status, as_utc, id_floor
+from notifier.models import Attempt, Notification, Status, id_floor
 from notifier.settings import UnknownOutcomePolicy
-from notifier.store import mongo_queries as q
 from notifier.store.base import (
     OUTCOME_UNKNOWN,
-    CancelResult,
-    ClaimMiss,
     ClaimResult,
     InsertResult,
     Outcome,
     Page,
     RecoveredLock,
-    StoreUnavailable,
 )
-from notifier.store.mongo_client import Document, mapped, open_database
-from notifier.store.mongo_devices import DeviceStoreMixin
-from notifier.store.mongo_documents import (
+from notifier.store.mongo import queries as q
+from notifier.store.mongo.client import Document, mapped, open_database
+from notifier.store.mongo.devices import DeviceStoreMixin
+from notifier.store.mongo.documents import (
     attempt_to_document,
     document_to_notification,
     notification_to_document,
+)
+from notifier.store.semantics import (
+    SharedStoreLogic,
+    classify_miss,
+    first_of_each_key,
+    insert_results,
+    zero_filled_counts,
 )
 
 DUPLICATE_KEY = 11000
 
 
-def _classify_miss(doc: Document | None, now: datetime) -> ClaimMiss:
-    """Why a claim missed, from the document as read right after (for metrics only)."""
-    if doc is None:
-        return ClaimMiss.MISSING
-    if doc["status"] not in q.OPEN:
-        return ClaimMiss.FINAL
-    expiry = doc.get("lockExpiry")
-    if doc.get("lockedBy") is not None and (expiry is None or as_utc(expiry) >= now):
-        return ClaimMiss.LOCKED
-    return ClaimMiss.NOT_DUE
-
-
-class MongoStore(DeviceStoreMixin):
+class MongoStore(DeviceStoreMixin, SharedStoreLogic):
     """:class:`~notifier.store.base.NotificationStore` on MongoDB."""
 
     kind = "mongodb"
@@ -76,9 +70,14 @@ class MongoStore(DeviceStoreMixin):
         self.closed = False
 
     @classmethod
-    async def connect(cls, url: str) -> MongoStore:
-        """Connect and pick the write concern; :class:`StoreUnavailable` if unreachable."""
-        client, db = await open_database(url)
+    async def connect(
+        cls, url: str, *, event_listeners: Sequence[CommandListener] = ()
+    ) -> MongoStore:
+        """Connect and pick the write concern; :class:`StoreUnavailable` if unreachable.
+
+        ``event_listeners`` watch every command the client sends (tests count round trips).
+        """
+        client, db = await open_database(url, event_listeners=event_listeners)
         return cls(client, db)
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -99,28 +98,13 @@ class MongoStore(DeviceStoreMixin):
     # -- API side -------------------------------------------------------------------------------
     @mapped
     async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
-        # The first occurrence of a key in the batch is the one inserted; later ones replay it.
-        first_of_key: dict[tuple[str, str], int] = {}
-        to_insert: list[Notification] = []
-        for i, n in enumerate(notifications):
-            ikey = n.idempotency_key
-            if ikey is None or first_of_key.setdefault((n.app, ikey), i) == i:
-                to_insert.append(n)
+        # One unordered insert; a key already stored is refused by the unique index and its
+        # stored notification fetched with one read for all of them (never one per item).
+        to_insert, first_of_key = first_of_each_key(notifications)
         duplicates = await self._insert_ignoring_duplicates(to_insert)
         created = {n.id for i, n in enumerate(to_insert) if i not in duplicates}
         stored = await self._stored_for_keys([to_insert[i] for i in sorted(duplicates)])
-        results: list[InsertResult] = []
-        for n in notifications:
-            if n.id in created:
-                results.append(InsertResult(n, True))
-                continue
-            key = (n.app, n.idempotency_key or "")
-            first = notifications[first_of_key[key]]
-            existing = first if first.id in created else stored.get(key)
-            if existing is None:  # a prune deleted it between the two steps: retry later
-                raise StoreUnavailable("idempotency conflict without a stored notification")
-            results.append(InsertResult(existing, False))
-        return results
+        return insert_results(notifications, first_of_key, created, stored)
 
     async def _insert_ignoring_duplicates(self, notifications: Sequence[Notification]) -> set[int]:
         """One unordered insert; the indexes of the documents refused as duplicate keys."""
@@ -154,7 +138,8 @@ class MongoStore(DeviceStoreMixin):
                 for app, keys in keys_by_app.items()
             ]
         }
-        docs = await self._notifications.find(query).to_list(None)
+        cursor = q.in_one_reply(self._notifications.find(query), len(conflicting))
+        docs = await cursor.to_list(None)
         found = (document_to_notification(d) for d in docs)
         return {(n.app, n.idempotency_key or ""): n for n in found}
 
@@ -201,9 +186,7 @@ class MongoStore(DeviceStoreMixin):
             )
 
     @mapped
-    async def cancel(
-        self, id: str, app: str, now: datetime
-    ) -> tuple[CancelResult, Notification | None]:
+    async def _cancel_if_open(self, id: str, app: str, now: datetime) -> Notification | None:
         doc = await self._notifications.find_one_and_update(
             {"_id": id, "app": app, "status": {"$in": q.OPEN}, **q.unlocked(now)},
             {
@@ -212,58 +195,38 @@ class MongoStore(DeviceStoreMixin):
             },
             return_document=ReturnDocument.AFTER,
         )
-        if doc is not None:
-            return CancelResult.CANCELLED, document_to_notification(doc)
-        current = await self.get(id, app)
-        if current is None:
-            return CancelResult.NOT_FOUND, None
-        if current.status is Status.CANCELLED:
-            return CancelResult.CANCELLED, current
-        return CancelResult.CONFLICT, current
+        return document_to_notification(doc) if doc is not None else None
 
     # -- worker side ----------------------------------------------------------------------------
-    async def claim(
-        self, id: str, worker_id: str, now: datetime, lock_seconds: float
-    ) -> ClaimResult:
-        return (await self.claim_many([id], worker_id, now, lock_seconds))[id]
-
     @mapped
     async def claim_many(
         self, ids: Sequence[str], worker_id: str, now: datetime, lock_seconds: float
     ) -> dict[str, ClaimResult]:
-        # One atomic find_one_and_update per document, all in flight at once: MongoDB has no
-        # multi-document compare-and-set that returns the documents it changed. The misses
-        # are then classified with one read for all of them.
+        # Two round trips whatever the number of ids: one update_many stamps a lease id of
+        # this call's own on every document that is still claimable (the filter is checked
+        # per document, atomically, so concurrent claimers never both win one), then one
+        # read of all the ids tells the won (our lease) from the missed, and why they missed.
         distinct = list(dict.fromkeys(ids))
+        if not distinct:
+            return {}
+        lease = uuid.uuid4().hex  # unique per call, not per worker: it names this claim only
         attempt = attempt_to_document(Attempt(worker=worker_id, started_at=now))
-        update = q.claim_update(worker_id, now, now + timedelta(seconds=lock_seconds), attempt)
-        won = await asyncio.gather(
-            *(
-                self._notifications.find_one_and_update(
-                    q.claim_filter(id, now), update, return_document=ReturnDocument.AFTER
-                )
-                for id in distinct
-            )
+        expiry = now + timedelta(seconds=lock_seconds)
+        await self._notifications.update_many(
+            q.claimable(distinct, now), q.claim_update(worker_id, lease, now, expiry, attempt)
         )
-        results = {
-            id: ClaimResult(document_to_notification(doc))
-            for id, doc in zip(distinct, won, strict=True)
-            if doc is not None
-        }
-        missed = [id for id in distinct if id not in results]
-        if missed:
-            cursor = self._notifications.find({"_id": {"$in": missed}}, q.MISS_PROJECTION)
-            current = {d["_id"]: d for d in await cursor.to_list(None)}
-            for id in missed:
-                results[id] = ClaimResult(None, _classify_miss(current.get(id), now))
-        return {id: results[id] for id in distinct}
-
-    @mapped
-    async def complete(self, id: str, worker_id: str, outcome: Outcome) -> bool:
-        result = await self._notifications.update_one(
-            q.complete_filter(id, worker_id), q.complete_update(outcome)
-        )
-        return result.matched_count == 1
+        cursor = q.in_one_reply(self._notifications.find({"_id": {"$in": distinct}}), len(distinct))
+        docs = await cursor.to_list(None)
+        current = {d["_id"]: d for d in docs}
+        results: dict[str, ClaimResult] = {}
+        for id in distinct:
+            doc = current.get(id)
+            read = document_to_notification(doc) if doc is not None else None
+            if doc is not None and doc.get(q.LEASE) == lease:
+                results[id] = ClaimResult(read)
+            else:
+                results[id] = ClaimResult(None, classify_miss(read, now))
+        return results
 
     @mapped
     async def complete_many(
@@ -271,14 +234,19 @@ class MongoStore(DeviceStoreMixin):
     ) -> list[bool]:
         if not items:
             return []
-        ops = [UpdateOne(q.complete_filter(id, worker_id), q.complete_update(o)) for id, o in items]
+        # One bulk write for every outcome; each update fenced on the lock holder.
+        write = uuid.uuid4().hex
+        ops = [
+            UpdateOne(q.complete_filter(id, worker_id), q.complete_update(o, write))
+            for id, o in items
+        ]
         result = await self._notifications.bulk_write(ops, ordered=False)
         if result.matched_count == len(items):
             return [True] * len(items)
-        # Some lost their lock: a second read tells which updates took (only the count is known).
-        docs = await self._notifications.find(
-            q.completed_by(worker_id, list(items)), {"_id": 1}
-        ).to_list(None)
+        # Some lost their lock: one read by the write's id tells which updates took.
+        ids = [id for id, _ in items]
+        cursor = self._notifications.find(q.completed_by(ids, write), {"_id": 1})
+        docs = await q.in_one_reply(cursor, len(ids)).to_list(None)
         done = {d["_id"] for d in docs}
         return [id in done for id, _ in items]
 
@@ -378,7 +346,4 @@ class MongoStore(DeviceStoreMixin):
         pipeline: list[Document] = [{"$match": match}] if match else []
         pipeline.append({"$group": {"_id": "$status", "n": {"$sum": 1}}})
         rows = await (await self._notifications.aggregate(pipeline)).to_list(None)
-        counts = dict.fromkeys(Status, 0)
-        for row in rows:
-            counts[Status(row["_id"])] = int(row["n"])
-        return counts
+        return zero_filled_counts((row["_id"], row["n"]) for row in rows)

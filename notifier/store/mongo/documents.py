@@ -1,6 +1,6 @@
 """The pure mapping between the domain records and MongoDB documents (docs/design.md section 2).
 
-No I/O here, so it is tested without a server (``tests/store/test_mongo_mapping.py``).
+No I/O here, so it is tested without a server (``tests/store/mongo/test_mapping.py``).
 A field whose value is None is left out of the document: ``{"field": None}`` in a query
 matches a missing field, and the unique ``(app, idempotency_key)`` index is partial on
 ``idempotency_key`` being a string, so a notification without a key must not carry one.

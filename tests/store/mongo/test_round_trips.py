@@ -1,0 +1,150 @@
+"""Round trips to MongoDB per operation do not grow with the number of ids (issue 14).
+
+A worker claims a broker message's ids (up to 50) with ``claim_many`` and writes their
+outcomes with ``complete_many``; the API stores a batch (up to 500) with ``insert_many``.
+PyMongo's command monitoring, registered on the very client the store uses, counts the
+commands each call sends: the count for 1, 10 and 50 ids must be the same.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
+
+from notifier.models import AttemptOutcome, Status
+from notifier.store.base import Outcome
+from notifier.store.mongo import MongoStore
+from tests.store.conftest import MONGO_SKIP_REASON, MONGODB_URL, make_notification
+
+pytestmark = pytest.mark.skipif(not MONGODB_URL, reason=MONGO_SKIP_REASON)
+
+LOCK = 30.0
+SIZES = (1, 10, 50)
+
+
+class CommandCounter(CommandListener):
+    """Names of the commands the client started, in order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    async def count(self, call: Awaitable[Any]) -> list[str]:
+        """The commands ``call`` sent."""
+        start = len(self.names)
+        await call
+        return self.names[start:]
+
+
+@pytest.fixture
+async def counted() -> AsyncIterator[tuple[MongoStore, CommandCounter]]:
+    """A store on a database of its own, and the counter watching its client."""
+    assert MONGODB_URL is not None
+    name = f"notifier_test_{secrets.token_hex(6)}"
+    url = urlunsplit(urlsplit(MONGODB_URL)._replace(path="/" + name))
+    counter = CommandCounter()
+    store = await MongoStore.connect(url, event_listeners=[counter])
+    await store.setup()
+    yield store, counter
+    await store.close()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    await client.drop_database(name)
+    await client.close()
+
+
+def sent(at: datetime) -> Outcome:
+    return Outcome(Status.SENT, AttemptOutcome.SENT, at, 200, "m")
+
+
+async def _stored(store: MongoStore, now: datetime, n: int) -> list[str]:
+    results = await store.insert_many([make_notification(now) for _ in range(n)])
+    return [r.notification.id for r in results]
+
+
+async def test_claim_many_sends_the_same_commands_for_1_10_and_50_ids(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    store, counter = counted
+    per_size = {}
+    for size in SIZES:
+        ids = await _stored(store, now, size)
+        sent_commands = await counter.count(store.claim_many(ids, "w1", now, LOCK))
+        per_size[size] = sent_commands
+    assert per_size[1] == per_size[10] == per_size[50] == ["update", "find"]
+
+
+async def test_claim_many_with_misses_sends_the_same_commands(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    """Locked, final, not-due and missing ids are classified by the same read."""
+    store, counter = counted
+    per_size = {}
+    for size in SIZES:
+        ids = await _stored(store, now, size)
+        held = ids[: size // 2]
+        await store.claim_many(held, "w0", now, LOCK)
+        asked = [*ids, "01900000-0000-7000-8000-00000000000" + str(size % 10)]
+        commands = await counter.count(store.claim_many(asked, "w1", now, LOCK))
+        per_size[size] = commands
+    assert per_size[1] == per_size[10] == per_size[50] == ["update", "find"]
+
+
+async def test_complete_many_is_one_bulk_write_whatever_the_number_of_items(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    store, counter = counted
+    per_size = {}
+    lost_lock = {}
+    done = now + timedelta(seconds=1)
+    for size in SIZES:
+        ids = await _stored(store, now, size)
+        await store.claim_many(ids, "w1", now, LOCK)
+        per_size[size] = await counter.count(
+            store.complete_many("w1", [(id, sent(done)) for id in ids])
+        )
+        # the same items again: every lock is gone, so one read tells which took (none)
+        lost_lock[size] = await counter.count(
+            store.complete_many("w1", [(id, sent(done)) for id in ids])
+        )
+    assert per_size[1] == per_size[10] == per_size[50] == ["update"]
+    assert lost_lock[1] == lost_lock[10] == lost_lock[50] == ["update", "find"]
+
+
+async def test_insert_many_of_a_batch_is_one_insert_and_a_replay_one_read_more(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    store, counter = counted
+    first: dict[int, list[str]] = {}
+    replay: dict[int, list[str]] = {}
+    for size in (1, 50, 500):
+        batch = [
+            make_notification(now, idempotency_key=f"k{size}-{i}", app=f"app{i % 3}")
+            for i in range(size)
+        ]
+        first[size] = await counter.count(store.insert_many(batch))
+        again = [
+            make_notification(now, idempotency_key=n.idempotency_key, app=n.app) for n in batch
+        ]
+        replay[size] = await counter.count(store.insert_many(again))
+    assert first[1] == first[50] == first[500] == ["insert"]
+    assert replay[1] == replay[50] == replay[500] == ["insert", "find"]
