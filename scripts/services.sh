@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Real services for tests and local runs, on loopback only: RabbitMQ and PostgreSQL.
-# Installs what is missing (Debian 12: apt-get), starts what is not running, waits until
-# each answers, and reuses what already runs. Also installs nginx and Prometheus, which
-# the tests and `notifier stack` start themselves with the repo's configs.
+# Real services for tests and local runs, on loopback only: RabbitMQ, PostgreSQL and a
+# MongoDB-wire-compatible stand-in (SecantusDB). Installs what is missing (Debian 12:
+# apt-get; SecantusDB: pip, in a virtualenv of its own), starts what is not running, waits
+# until each answers, and reuses what already runs. Also installs nginx and Prometheus,
+# which the tests and `notifier stack` start themselves with the repo's configs.
 #
-#   scripts/services.sh up|down|status|install|vhost-add NAME|vhost-delete NAME|pg-stop|pg-start
+#   scripts/services.sh up|down|status|install|vhost-add NAME|vhost-delete NAME
+#                       |pg-stop|pg-start|mongodb-start|mongodb-stop
 #
 # Connection URLs (defaults the tests use):
 #   postgresql://notifier:notifier@127.0.0.1:5432/notifier
 #   amqp://guest:guest@127.0.0.1:5672/
+#   mongodb://127.0.0.1:27017/   (port: NOTIFIER_TEST_MONGODB_PORT)
+#
+# SecantusDB is a test tool (GPL-2.0): it stays out of the project's dependencies, its
+# extras and the Docker image, and is never shipped. It is not mongod: docs/testing.md says
+# what was verified on it and what only a real mongod would show.
 set -euo pipefail
 
 PG_VERSION_GLOB=/usr/lib/postgresql/*/bin/postgres
@@ -20,6 +27,20 @@ RABBIT_ENV=(RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672
             RABBITMQ_DIST_PORT=25672)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The stand-in: a pinned version (its behaviour is what docs/testing.md records), in a
+# virtualenv outside the work tree so a fresh clone (CI's) reuses it; its data, log and PID
+# file under the run folder, one folder per port.
+SECANTUS_VERSION=0.7.0b3
+MONGO_PORT=${NOTIFIER_TEST_MONGODB_PORT:-27017}
+if [ "$(id -u)" -eq 0 ]; then
+    SECANTUS_VENV=${NOTIFIER_SECANTUS_VENV:-/opt/notifier-secantus}
+else
+    SECANTUS_VENV=${NOTIFIER_SECANTUS_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/notifier-secantus}
+fi
+MONGO_RUN_DIR="$ROOT/.run/mongodb-$MONGO_PORT"
+MONGO_PID_FILE="$MONGO_RUN_DIR/secantus.pid"
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -31,6 +52,8 @@ need_packages() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
     command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # The stand-in's virtualenv.
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     printf '%s\n' "${missing[@]}" | sort -u | grep -v '^$' || true
 }
 
@@ -117,9 +140,102 @@ pg_down() {
     if [ -n "$cluster" ] && pg_ready; then $SUDO pg_ctlcluster $cluster stop || true; log "postgresql: stopped"; fi
 }
 
+# -- MongoDB-compatible stand-in (SecantusDB) -------------------------------------------
+# Standalone mode, chosen by measurement (docs/testing.md): in its default replica-set mode
+# the store's writes carry w=majority and findAndModify calls queue behind each other; the
+# store needs no replica set (no transactions, no change streams).
+secantus_installed() {
+    [ -x "$SECANTUS_VENV/bin/python" ] \
+        && [ "$(cat "$SECANTUS_VENV/.secantusdb-version" 2>/dev/null)" = "$SECANTUS_VERSION" ]
+}
+
+secantus_install() {
+    secantus_installed && return 0
+    log "mongodb: installing SecantusDB $SECANTUS_VERSION into $SECANTUS_VENV"
+    python3 -m venv --clear "$SECANTUS_VENV"
+    "$SECANTUS_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "secantusdb==$SECANTUS_VERSION"
+    echo "$SECANTUS_VERSION" >"$SECANTUS_VENV/.secantusdb-version"
+}
+
+# A MongoDB server (ours or not) answers a ping on the port. Without the stand-in's venv
+# (and its PyMongo) an open port is taken for an answer.
+mongo_answers() {
+    if [ -x "$SECANTUS_VENV/bin/python" ]; then
+        "$SECANTUS_VENV/bin/python" - "$MONGO_PORT" >/dev/null 2>&1 <<'PY'
+import sys
+from pymongo import MongoClient
+client = MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}/", serverSelectionTimeoutMS=1000,
+                     connectTimeoutMS=1000, directConnection=True)
+client.admin.command("ping")
+PY
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$MONGO_PORT") 2>/dev/null
+    fi
+}
+
+# The PID in our PID file, if that process is still the stand-in we started on this port
+# (a recycled PID names some other program and is left alone).
+mongo_our_pid() {
+    local pid
+    pid=$(cat "$MONGO_PID_FILE" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-m secantus .*--port $MONGO_PORT " || return 1
+    echo "$pid"
+}
+
+mongo_up() {
+    if mongo_answers; then
+        if mongo_our_pid >/dev/null; then log "mongodb: already running on 127.0.0.1:$MONGO_PORT"
+        else log "mongodb: a server already answers on 127.0.0.1:$MONGO_PORT; reusing it"; fi
+        return 0
+    fi
+    secantus_install
+    mkdir -p "$MONGO_RUN_DIR/data"
+    log "mongodb: starting SecantusDB (standalone) on 127.0.0.1:$MONGO_PORT, data in $MONGO_RUN_DIR/data"
+    # A session of its own: a Ctrl-C in the terminal that ran `make test` does not reach it.
+    setsid "$SECANTUS_VENV/bin/python" -m secantus --host 127.0.0.1 --port "$MONGO_PORT" \
+        --storage-path "$MONGO_RUN_DIR/data" --standalone \
+        </dev/null >>"$MONGO_RUN_DIR/secantus.log" 2>&1 &
+    echo $! >"$MONGO_PID_FILE"
+    for _ in $(seq 1 120); do
+        if mongo_answers; then log "mongodb: ready on 127.0.0.1:$MONGO_PORT"; return 0; fi
+        if ! mongo_our_pid >/dev/null; then break; fi
+        sleep 0.5
+    done
+    log "mongodb: did not start; last lines of $MONGO_RUN_DIR/secantus.log:"
+    tail -n 20 "$MONGO_RUN_DIR/secantus.log" >&2 || true
+    return 1
+}
+
+mongo_down() {
+    local pid
+    if ! pid=$(mongo_our_pid); then
+        rm -f "$MONGO_PID_FILE"
+        if mongo_answers; then log "mongodb: 127.0.0.1:$MONGO_PORT was not started by services.sh; left running"; fi
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
+    if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+    rm -f "$MONGO_PID_FILE"
+    log "mongodb: stopped (pid $pid)"
+}
+
+mongo_status() {
+    local pid
+    if ! mongo_answers; then echo "mongodb    down"; return 0; fi
+    if pid=$(mongo_our_pid); then
+        echo "mongodb    up    mongodb://127.0.0.1:$MONGO_PORT/ (SecantusDB, pid $pid, data $MONGO_RUN_DIR/data)"
+    else
+        echo "mongodb    up    mongodb://127.0.0.1:$MONGO_PORT/ (not started by services.sh)"
+    fi
+}
+
 status() {
     if rabbit_up_now; then echo "rabbitmq   up    amqp://guest:guest@127.0.0.1:5672/"; else echo "rabbitmq   down"; fi
     if pg_ready; then echo "postgresql up    postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"; else echo "postgresql down"; fi
+    mongo_status
 }
 
 # A vhost of its own per test session: deleting it at the end deletes every queue the
@@ -131,13 +247,15 @@ vhost_add() {
 vhost_delete() { rabbit_ctl -q delete_vhost "$1" >/dev/null 2>&1 || true; }
 
 case "${1:-up}" in
-    install) install ;;
+    install) install; secantus_install ;;
     vhost-add) vhost_add "$2" ;;
     vhost-delete) vhost_delete "$2" ;;
-    up) install; rabbit_up; pg_up ;;
-    down) rabbit_down; pg_down ;;
+    up) install; secantus_install; rabbit_up; pg_up; mongo_up ;;
+    down) rabbit_down; pg_down; mongo_down ;;
     status) status ;;
     pg-stop) pg_down ;;    # the store-restart test: stop and start PostgreSQL alone
     pg-start) pg_up ;;
-    *) echo "usage: $0 up|down|status|install|vhost-add NAME|vhost-delete NAME|pg-stop|pg-start" >&2; exit 2 ;;
+    mongodb-start) install; secantus_install; mongo_up ;;    # the stand-in alone
+    mongodb-stop) mongo_down ;;
+    *) echo "usage: $0 up|down|status|install|vhost-add NAME|vhost-delete NAME|pg-stop|pg-start|mongodb-start|mongodb-stop" >&2; exit 2 ;;
 esac

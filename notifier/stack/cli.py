@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from notifier.stack.components import DEFAULT_AMQP_URL, DEFAULT_PG_URL, Ports, StackConfig
+from notifier.stack.components import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_MONGODB_URL,
+    DEFAULT_PG_URL,
+    Ports,
+    StackConfig,
+)
 from notifier.stack.lifecycle import (
     bring_down,
     bring_up,
@@ -36,8 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="start what is not running, then send a few notifications")
     up.add_argument("--workers", type=int, help="worker processes (default 2)")
-    up.add_argument("--store", choices=("postgresql", "mongodb"), default=None)
-    up.add_argument("--store-url", help="override the store URL (default: PostgreSQL on :5432)")
+    up.add_argument(
+        "--store",
+        choices=("postgresql", "mongodb"),
+        default=None,
+        help="postgresql (default: PostgreSQL on :5432) or mongodb (default: the "
+        "MongoDB-compatible stand-in that scripts/services.sh starts on :27017)",
+    )
+    up.add_argument("--store-url", help="the store's URL, postgresql://... or mongodb://...")
     up.add_argument("--queue", help="RabbitMQ work queue (default notifications)")
     up.add_argument("--concurrency", type=int, help="deliveries in flight per worker (256)")
     up.add_argument("--lock-seconds", type=int, help="claim lock expiry (default 30)")
@@ -55,19 +67,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_kind(url: str) -> str:
+    """``postgresql`` or ``mongodb`` by the URL's scheme, as the settings read it."""
+    return "postgresql" if url.startswith(("postgresql:", "postgres:")) else "mongodb"
+
+
 def _store_url(args: argparse.Namespace, saved: StackConfig | None) -> str:
+    """``--store-url``; else (no ``--store``) the run folder's last choice; else
+    ``NOTIFIER_STORE_URL`` if it names the store asked for; else that store's local default."""
     if args.store_url:
-        return str(args.store_url)
-    env_url = os.environ.get("NOTIFIER_STORE_URL", "")
-    if args.store == "mongodb":
-        if not env_url.startswith("mongodb"):
-            raise StackError(
-                "--store mongodb needs NOTIFIER_STORE_URL=mongodb://... (or --store-url)"
-            )
-        return env_url
+        url = str(args.store_url)
+        if args.store is not None and _store_kind(url) != args.store:
+            kind = _store_kind(url)
+            raise StackError(f"--store {args.store} does not match --store-url (a {kind} URL)")
+        return url
     if args.store is None and saved is not None:
         return saved.store_url
-    return env_url if env_url.startswith("postgres") else DEFAULT_PG_URL
+    wanted = args.store or "postgresql"
+    env_url = os.environ.get("NOTIFIER_STORE_URL", "")
+    if env_url and _store_kind(env_url) == wanted:
+        return env_url
+    return DEFAULT_MONGODB_URL if wanted == "mongodb" else DEFAULT_PG_URL
 
 
 def _config_from_args(

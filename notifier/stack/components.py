@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_PG_URL = "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
+# The MongoDB-compatible stand-in that scripts/services.sh starts (a test tool, not mongod).
+DEFAULT_MONGODB_URL = "mongodb://127.0.0.1:27017/notifier"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 HOST = "127.0.0.1"
 API_REPLICAS = 2

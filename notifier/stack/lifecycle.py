@@ -40,9 +40,10 @@ HEALTH_TIMEOUT_SECONDS = 90.0
 
 
 def run_services(say: Say) -> None:
-    """``scripts/services.sh up``: install what is missing, start RabbitMQ and PostgreSQL."""
+    """``scripts/services.sh up``: install what is missing, start RabbitMQ, PostgreSQL and the
+    MongoDB-compatible stand-in (each reused if something already answers on its port)."""
     script = REPO_ROOT / "scripts" / "services.sh"
-    say("services: RabbitMQ and PostgreSQL (scripts/services.sh up)")
+    say("services: RabbitMQ, PostgreSQL, MongoDB stand-in (scripts/services.sh up)")
     result = subprocess.run([str(script), "up"], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise StackError(f"scripts/services.sh up failed:\n{result.stderr.strip()}")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import aiohttp
 import asyncpg
+import pytest
 
 from api.server import run
 from emulator.testing import free_port
@@ -30,6 +31,9 @@ async def _waiting_inserts(conn: asyncpg.Connection) -> int:
     )
 
 
+# A PostgreSQL table lock holds the inserts in flight; the stop path itself does not depend
+# on the store.
+@pytest.mark.stores("postgresql")
 async def test_stop_finishes_requests_in_flight(
     make_settings: Callable[..., Settings], store: NotificationStore, pg_url: str
 ) -> None:

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -118,3 +119,16 @@ def test_healthcheck_passes_on_200_and_fails_otherwise(health_server: HTTPServer
     health_server.shutdown()
     health_server.server_close()
     assert _run_healthcheck(port) != 0
+
+
+def test_the_mongodb_stand_in_is_never_shipped() -> None:
+    """SecantusDB (GPL-2.0) is a test tool that scripts/services.sh installs in a virtualenv
+    of its own: no dependency list, extra or image instruction may name it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements += extra
+    assert not [r for r in requirements if "secantus" in r.lower()]
+    assert "secantus" not in DOCKERFILE.lower()
+    assert not _dockerignore_allows("scripts")
+    assert not _dockerignore_allows(".run")

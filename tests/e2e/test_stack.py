@@ -1,9 +1,10 @@
 """The whole pipeline as a user runs it: ``stack up`` -> ``bench`` (plain, with kills) -> ``down``.
 
 The stack runs in a temporary run folder on ports of its own, with its own database and
-queue, so it never meets a user's stack or another test. The bench runs are shortened
-versions of the README's figures: they assert what the product promises (nothing lost;
-no duplicate unless a worker was killed), never a speed.
+queue, so it never meets a user's stack or another test, once per store (``--store
+postgresql`` and ``--store mongodb``). The bench runs are shortened versions of the README's
+figures (shorter still on the MongoDB stand-in, by STANDIN_SCALE): they assert what the
+product promises (nothing lost; no duplicate unless a worker was killed), never a speed.
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 import pytest
 
 from notifier.stack.processes import load_records, port_in_use
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, own_database
 
 pytestmark = pytest.mark.slow
 
-PG_ADMIN_URL = os.environ.get(
-    "NOTIFIER_TEST_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
-)
 PORT_OFFSETS = (0, 1, 2, 3, 4, 10, 11)  # nginx, api x2, emulator, prometheus, workers x2
 
 
@@ -56,9 +53,10 @@ def _notifier(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[s
 
 
 class Stack:
-    def __init__(self, run_dir: Path, base: int) -> None:
+    def __init__(self, run_dir: Path, base: int, sized: Callable[[int], int]) -> None:
         self.run_dir = run_dir
         self.base = base
+        self.sized = sized
 
     def pids(self) -> dict[str, int]:
         return {r.name: r.pid for r in load_records(self.run_dir / "pids")}
@@ -75,36 +73,32 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def stack_db(services: None) -> AsyncIterator[str]:
-    name = f"notifier_stack_{os.getpid()}_{secrets.token_hex(3)}"
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+async def stack_db(store_kind: str, services: None) -> AsyncIterator[str]:
+    """A database of the stack's own: its sweepers never meet other tests' leftovers."""
+    async with own_database(store_kind) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def stack(stack_db: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def stack(
+    store_kind: str,
+    stack_db: str,
+    sized: Callable[[int], int],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
     # The default run folder's shape (<checkout>/.run/stack), so that commands run in
     # <checkout> find the stack's settings as they do in a real checkout.
     run_dir = tmp_path_factory.mktemp("checkout") / ".run" / "stack"
     base = _free_base()
     result = _notifier(
         "stack", "up", "--run-dir", str(run_dir), "--skip-services",
-        "--store-url", stack_db, "--queue", f"e2e.{secrets.token_hex(4)}",
+        "--store", store_kind, "--store-url", stack_db, "--queue", f"e2e.{secrets.token_hex(4)}",
         "--lock-seconds", "10", "--workers", "2",
         "--nginx-port", str(base), "--api-port", str(base + 1),
         "--emulator-port", str(base + 3), "--prometheus-port", str(base + 4),
         "--worker-port", str(base + 10),
     )  # fmt: skip
-    started = Stack(run_dir, base)
+    started = Stack(run_dir, base, sized)
     try:
         assert result.returncode == 0, f"stack up failed:\n{result.stdout}\n{result.stderr}"
         assert "status sent  emulator count 1" in result.stdout
@@ -155,22 +149,24 @@ def test_status_shows_every_component_healthy(stack: Stack) -> None:
 
 
 def test_bench_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
-    summary = stack.bench("--notifications", "3000", "--drain-timeout", "90")
-    assert summary["submit"]["accepted"] == 3000
+    total = stack.sized(3000)
+    summary = stack.bench("--notifications", str(total), "--drain-timeout", "90")
+    assert summary["submit"]["accepted"] == total
     assert summary["lost"] == 0
     assert summary["duplicates"] == 0
-    assert summary["delivery"]["sent"] == 3000
+    assert summary["delivery"]["sent"] == total
     assert summary["exit_code"] == 0
 
 
 def test_bench_with_worker_kills_loses_nothing(stack: Stack) -> None:
+    total = stack.sized(2000)
     summary = stack.bench(
-        "--notifications", "2000", "--rate", "400", "--kill-worker-every", "1.5",
+        "--notifications", str(total), "--rate", "400", "--kill-worker-every", "1.5",
         "--drain-timeout", "90",
     )  # fmt: skip
     print(f"kills {len(summary['kills'])}, duplicates {summary['duplicates']}")
     assert summary["kills"], "no worker was killed during the run"
-    assert summary["submit"]["accepted"] == 2000
+    assert summary["submit"]["accepted"] == total
     assert summary["lost"] == 0
     assert summary["exit_code"] == 0
     for name, pid in stack.pids().items():
@@ -182,7 +178,8 @@ def test_down_stops_exactly_what_up_started(stack: Stack) -> None:
     for pid in stack.pids().values():
         proc = psutil.Process(pid)
         procs += [proc, *proc.children(recursive=True)]
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # It outlives any `down` (killed below): its exit would not be down's doing.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         result = _notifier("stack", "down", "--run-dir", str(stack.run_dir))
         assert result.returncode == 0, result.stderr

@@ -1,29 +1,22 @@
 """Fixtures for the store contract suite: one real store per test, on each implementation.
 
-PostgreSQL always runs (a fresh database per test). MongoDB runs only when
-``NOTIFIER_TEST_MONGODB_URL`` points at a server: no MongoDB server can be installed on
-our machines, and an in-process fake would prove nothing about the real one.
+Each runs on PostgreSQL and on MongoDB (a fresh database per test): the SecantusDB stand-in
+that scripts/services.sh starts, or the server ``NOTIFIER_TEST_MONGODB_URL`` names (a real
+mongod). An in-process fake would prove nothing about the real one.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
 from notifier.store.base import NotificationStore
-
-MONGO_SKIP_REASON = (
-    "NOTIFIER_TEST_MONGODB_URL is not set: no MongoDB server can be installed on this machine"
-)
-
-MONGODB_URL = os.environ.get("NOTIFIER_TEST_MONGODB_URL")
+from tests.conftest import drop_mongodb_database, mongodb_url_for
 
 ConnectStore = Callable[[], Awaitable[NotificationStore]]
 
@@ -38,12 +31,6 @@ def is_stand_in(build_info: dict[str, Any]) -> bool:
     return "secantusVersion" in build_info
 
 
-def _mongo_url_for(database: str) -> str:
-    assert MONGODB_URL is not None
-    parts = urlsplit(MONGODB_URL)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
 async def _connect(kind: str, url: str) -> NotificationStore:
     if kind == "postgresql":
         from notifier.store.postgres import PostgresStore
@@ -55,23 +42,11 @@ async def _connect(kind: str, url: str) -> NotificationStore:
     return store
 
 
-async def _drop_mongo_database(url: str) -> None:
-    from pymongo import AsyncMongoClient
-
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-    try:
-        await client.drop_database(urlsplit(url).path.lstrip("/"))
-    finally:
-        await client.close()
-
-
 @pytest.fixture(params=["postgresql", "mongodb"])
 def store_target(request: pytest.FixtureRequest) -> tuple[str, str]:
     """``(kind, url)`` of an empty database of this test's own."""
     if request.param == "mongodb":
-        if not MONGODB_URL:
-            pytest.skip(MONGO_SKIP_REASON)
-        return "mongodb", _mongo_url_for(f"notifier_test_{secrets.token_hex(6)}")
+        return "mongodb", mongodb_url_for(f"notifier_test_{secrets.token_hex(6)}")
     return "postgresql", str(request.getfixturevalue("fresh_pg_url"))
 
 
@@ -90,7 +65,7 @@ async def connect_store(store_target: tuple[str, str]) -> AsyncIterator[ConnectS
     for store in opened:
         await store.close()
     if kind == "mongodb":
-        await _drop_mongo_database(url)
+        await drop_mongodb_database(url)
 
 
 @pytest.fixture

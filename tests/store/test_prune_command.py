@@ -1,4 +1,4 @@
-"""``notifier prune`` as ops run it: a real process against a real PostgreSQL database."""
+"""``notifier prune`` as ops run it: a real process against a real database, on each store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 
 from notifier.models import Status, utcnow
-from notifier.store.postgres import PostgresStore
+from notifier.settings import load_settings
+from notifier.store import open_store
 from tests.store.conftest import insert
 from tests.store.test_contract_retention import made_at
 
@@ -38,17 +39,18 @@ async def test_a_bad_age_stops_with_one_line_naming_the_option(days: str) -> Non
     assert "--older-than-days" in err.strip().splitlines()[-1]
 
 
-async def test_prune_deletes_old_final_notifications_and_says_how_many(fresh_pg_url: str) -> None:
-    store = await PostgresStore.connect(fresh_pg_url)
+async def test_prune_deletes_old_final_notifications_and_says_how_many(
+    fresh_store_url: str,
+) -> None:
+    store = await open_store(load_settings({"NOTIFIER_STORE_URL": fresh_store_url}))
     try:
-        await store.setup()
         now = utcnow()
         old_sent = made_at(now - timedelta(days=45), status=Status.SENT)
         old_pending = made_at(now - timedelta(days=45))
         new_sent = made_at(now - timedelta(days=2), status=Status.SENT)
         await insert(store, old_sent, old_pending, new_sent)
 
-        env = {"NOTIFIER_STORE_URL": fresh_pg_url}
+        env = {"NOTIFIER_STORE_URL": fresh_store_url}
         code, out, err = await run_prune("--older-than-days", "30", "--batch", "1", env=env)
         assert code == 0, err
         assert out.strip() == "deleted 1 final notifications older than 30 days"

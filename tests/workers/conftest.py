@@ -215,7 +215,7 @@ def later(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def pg_url(fresh_pg_url: str) -> str:
+def store_url(fresh_store_url: str) -> str:
     """A database per worker test: every worker runs a sweeper, and a sweeper must never
     republish another test's leftovers onto this test's queue."""
-    return fresh_pg_url
+    return fresh_store_url

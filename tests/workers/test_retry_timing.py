@@ -9,8 +9,6 @@ mark), which is the case that made every such retry wait 60 s, or a day with a b
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,12 +17,6 @@ import pytest
 from notifier.broker import Broker
 from notifier.models import Notification, Platform, Status, utcnow
 from notifier.store.base import NotificationStore
-from tests.store.conftest import (
-    MONGO_SKIP_REASON,
-    MONGODB_URL,
-    _drop_mongo_database,
-    _mongo_url_for,
-)
 from tests.support import wait_for
 from tests.workers.conftest import WorkerPool, WorkerProc, fcm_token, make_notification, wait_final
 
@@ -33,20 +25,6 @@ pytestmark = pytest.mark.slow
 SWEEP_INTERVAL = 0.3  # NOTIFIER_SWEEP_INTERVAL_SECONDS of the worker fixtures
 RETRY_AFTER = 1
 BOUND = RETRY_AFTER + 2 * SWEEP_INTERVAL  # the issue's bound: 1 + 2 x the sweep interval
-
-
-@pytest.fixture(params=["postgresql", "mongodb"])
-async def pg_url(request: pytest.FixtureRequest, fresh_pg_url: str) -> AsyncIterator[str]:
-    """The store of this test's workers (named after the fixture it overrides): a fresh
-    PostgreSQL database, or a MongoDB database of its own on NOTIFIER_TEST_MONGODB_URL."""
-    if request.param == "postgresql":
-        yield fresh_pg_url
-        return
-    if not MONGODB_URL:
-        pytest.skip(MONGO_SKIP_REASON)
-    url = _mongo_url_for(f"notifier_test_{secrets.token_hex(6)}")
-    yield url
-    await _drop_mongo_database(url)
 
 
 async def attempt_one_then_late_mark(store: NotificationStore, note: Notification) -> Notification:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,33 +46,44 @@ def parse_time(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-async def test_2000_notifications_across_3_workers_are_each_pushed_exactly_once(
-    workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
+async def test_notifications_across_3_workers_are_each_pushed_exactly_once(
+    workers: WorkerPool,
+    store: NotificationStore,
+    broker: Broker,
+    emulator: Any,
+    sized: Callable[[int], int],
 ) -> None:
+    total = sized(2000)
     procs = await asyncio.gather(*(workers.start(concurrency=48) for _ in range(3)))
-    notes = [make_notification(Platform.FCM if i % 2 else Platform.APNS) for i in range(2000)]
+    notes = [make_notification(Platform.FCM if i % 2 else Platform.APNS) for i in range(total)]
     ids = await insert_and_publish(store, broker, notes)
     final = await wait_final(store, ids, timeout=90)
     assert {n.status for n in final.values()} == {Status.SENT}
     counts = await push_counts(emulator, ids)
-    assert len(counts) == 2000 and set(counts.values()) == {1}
+    assert len(counts) == total and set(counts.values()) == {1}
     stats = [await p.stats() for p in procs]
-    assert sum(s["sent"] for s in stats) == 2000
+    assert sum(s["sent"] for s in stats) == total
     assert all(s["sent"] > 0 for s in stats)  # the work was shared
     # every outcome write is timed: the crash window ops watch (provider answered -> stored)
     timed = [await metric_total(p, "notifier_outcome_write_duration_seconds_count") for p in procs]
-    assert sum(timed) == 2000
+    assert sum(timed) == total
 
 
 async def test_sigkill_mid_run_loses_nothing_and_duplicates_are_counted(
-    workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
+    workers: WorkerPool,
+    store: NotificationStore,
+    broker: Broker,
+    emulator: Any,
+    sized: Callable[[int], int],
 ) -> None:
     env = {"NOTIFIER_LOCK_SECONDS": "5"}
     victim, survivor = await asyncio.gather(
         workers.start(concurrency=32, **env), workers.start(concurrency=32, **env)
     )
     # slow pushes keep deliveries in flight when the victim dies
-    ids = await publish_to_slow_tokens(store, broker, emulator, count=400, tokens=40, delay_ms=300)
+    ids = await publish_to_slow_tokens(
+        store, broker, emulator, count=sized(400), tokens=40, delay_ms=300
+    )
     await wait_for(stat_reaches(victim, "sent", 20), timeout=30, what="the victim to send some")
     victim.signal(signal.SIGKILL)
     await victim.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,10 +30,16 @@ def rabbitmqctl(*args: str) -> None:
 
 
 async def test_broker_restart_mid_run_loses_nothing(
-    workers: WorkerPool, store: NotificationStore, broker: Broker, emulator: Any
+    workers: WorkerPool,
+    store: NotificationStore,
+    broker: Broker,
+    emulator: Any,
+    sized: Callable[[int], int],
 ) -> None:
     worker = await workers.start(concurrency=32)
-    ids = await publish_to_slow_tokens(store, broker, emulator, count=400, tokens=20, delay_ms=200)
+    ids = await publish_to_slow_tokens(
+        store, broker, emulator, count=sized(400), tokens=20, delay_ms=200
+    )
     await wait_for(stat_reaches(worker, "sent", 30), timeout=30, what="some deliveries")
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:

@@ -18,7 +18,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.store.conftest import MONGO_SKIP_REASON, MONGODB_URL, is_stand_in
+from tests.conftest import MONGODB_URL
+from tests.store.conftest import is_stand_in
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,6 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    if not MONGODB_URL:
-        pytest.skip(MONGO_SKIP_REASON)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
     name = f"notifier_test_{secrets.token_hex(6)}"
     hello = await client.admin.command("hello")

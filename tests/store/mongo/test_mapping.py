@@ -2,8 +2,8 @@
 
 The document mapping (through real BSON encoding), the shape of the filters and pipeline
 updates it sends, the write-concern choice and the error mapping. The store's behaviour
-against a server is the contract suite's job (tests/store/test_contract.py, run when
-NOTIFIER_TEST_MONGODB_URL is set); nothing here fakes MongoDB.
+against a server is the contract suite's job (tests/store/test_contract_*.py, on the
+MongoDB stand-in or NOTIFIER_TEST_MONGODB_URL's server); nothing here fakes MongoDB.
 """
 
 from __future__ import annotations

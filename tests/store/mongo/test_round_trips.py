@@ -26,9 +26,8 @@ from pymongo.monitoring import (
 from notifier.models import AttemptOutcome, Status
 from notifier.store.base import Outcome
 from notifier.store.mongo import MongoStore
-from tests.store.conftest import MONGO_SKIP_REASON, MONGODB_URL, make_notification
-
-pytestmark = pytest.mark.skipif(not MONGODB_URL, reason=MONGO_SKIP_REASON)
+from tests.conftest import MONGODB_URL
+from tests.store.conftest import make_notification
 
 LOCK = 30.0
 SIZES = (1, 10, 50)
@@ -59,7 +58,6 @@ class CommandCounter(CommandListener):
 @pytest.fixture
 async def counted() -> AsyncIterator[tuple[MongoStore, CommandCounter]]:
     """A store on a database of its own, and the counter watching its client."""
-    assert MONGODB_URL is not None
     name = f"notifier_test_{secrets.token_hex(6)}"
     url = urlunsplit(urlsplit(MONGODB_URL)._replace(path="/" + name))
     counter = CommandCounter()
