@@ -18,9 +18,9 @@ from notifier.sweeper import QueueHead, Sweeper
 
 
 @pytest.fixture
-def pg_url(fresh_pg_url: str) -> str:
+def store_url(fresh_store_url: str) -> str:
     """A database of this test's own: the sweeper takes whatever is due in it."""
-    return fresh_pg_url
+    return fresh_store_url
 
 
 @pytest.fixture
