@@ -122,6 +122,23 @@ def sized(on_standin: bool) -> Callable[[int], int]:
     return size
 
 
+# Known failures on the stand-in under a full drain, measured on 2026-12-03 (docs/testing.md,
+# "Known stand-in failures"): the stand-in plans an ``_id $in`` filter with other predicates
+# as a collection scan, so under load outcome writes outlast the 10 s locks of these runs and
+# a retried write that had landed reports its lock lost. They are asserted in full on
+# PostgreSQL and on a real mongod; on the stand-in a failure is expected, a pass is reported.
+STANDIN_SATURATION = (
+    "SecantusDB: _id $in with other predicates is a collection scan (slow under a drain)"
+)
+
+
+@pytest.fixture
+def standin_saturates(request: pytest.FixtureRequest, on_standin: bool) -> None:
+    """Mark this test expected to fail on the stand-in only (:data:`STANDIN_SATURATION`)."""
+    if on_standin:
+        request.applymarker(pytest.mark.xfail(reason=STANDIN_SATURATION, strict=False))
+
+
 async def _create_database() -> str:
     name = f"notifier_test_{os.getpid()}_{secrets.token_hex(4)}"
     conn = await asyncpg.connect(PG_ADMIN_URL)

@@ -52,6 +52,7 @@ async def test_notifications_across_3_workers_are_each_pushed_exactly_once(
     broker: Broker,
     emulator: Any,
     sized: Callable[[int], int],
+    standin_saturates: None,
 ) -> None:
     total = sized(2000)
     procs = await asyncio.gather(*(workers.start(concurrency=48) for _ in range(3)))
