@@ -100,7 +100,10 @@ async def test_concurrent_claimers_claim_each_document_exactly_once(
     counts = Counter(id for won in wins for id in won)
     assert set(counts) == set(ids)
     assert set(counts.values()) == {1}
-    assert all(wins)  # every claimer won some: they really did compete
+    # Every claimer won some: they really did compete. The stand-in (shrink > 1) serves one
+    # command at a time, so a claimer can arrive last at every one of its documents; there the
+    # exactly-once assertions above are the whole test.
+    assert all(wins) or shrink > 1
 
 
 async def test_complete_writes_outcome_and_releases_lock(
