@@ -75,20 +75,20 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_are_counted(
     store: NotificationStore,
     broker: Broker,
     emulator: Any,
-    sized: Callable[[int], int],
 ) -> None:
     env = {"NOTIFIER_LOCK_SECONDS": "5"}
     victim, survivor = await asyncio.gather(
         workers.start(concurrency=32, **env), workers.start(concurrency=32, **env)
     )
     # slow pushes keep deliveries in flight when the victim dies
-    ids = await publish_to_slow_tokens(
-        store, broker, emulator, count=sized(400), tokens=40, delay_ms=300
-    )
-    await wait_for(stat_reaches(victim, "sent", 20), timeout=30, what="the victim to send some")
+    # Full size on every store: 400 ids are 8 messages, so both workers hold some (at half
+    # size the victim could be left with one message or none). The victim's first sends wait
+    # on its claims, which the stand-in serves one at a time: a minute, not half of one.
+    ids = await publish_to_slow_tokens(store, broker, emulator, count=400, tokens=40, delay_ms=300)
+    await wait_for(stat_reaches(victim, "sent", 20), timeout=60, what="the victim to send some")
     victim.signal(signal.SIGKILL)
     await victim.wait()
-    final = await wait_final(store, ids, timeout=60)
+    final = await wait_final(store, ids, timeout=90)
     assert {n.status for n in final.values()} == {Status.SENT}
     counts = await push_counts(emulator, ids)
     assert set(counts) == set(ids)  # nothing lost
