@@ -81,8 +81,9 @@ class Api:
                 await message.nack(requeue=True)
 
             async def ready() -> bool:
+                # at least: the API may publish meanwhile (a replay's publish, for one)
                 declared = await channel.declare_queue(self.settings.queue, passive=True)
-                return declared.declaration_result.message_count == len(messages)
+                return declared.declaration_result.message_count >= len(messages)
 
             await wait_for(ready, timeout=10, what="the read messages back in the queue")
             return [i for m in messages for i in decode(m.body) or ()]

@@ -16,14 +16,9 @@ import pytest
 
 from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
 from notifier.store.base import NotificationStore
-from tests.conftest import drop_mongodb_database, mongodb_url_for
+from tests.conftest import STANDIN_SCALE, drop_mongodb_database, mongodb_url_for
 
 ConnectStore = Callable[[], Awaitable[NotificationStore]]
-
-# The MongoDB-compatible stand-in (SecantusDB, pure Python) writes one document in tens of
-# milliseconds on our 2-core machines, mongod in well under one. A test whose size only
-# makes a race likely (not what it asserts) divides it by this on the stand-in only.
-STAND_IN_SHRINK = 5
 
 
 def is_stand_in(build_info: dict[str, Any]) -> bool:
@@ -108,16 +103,18 @@ async def insert(store: NotificationStore, *notifications: Notification) -> list
 
 
 @pytest.fixture
-async def shrink(store_target: tuple[str, str]) -> int:
-    """:data:`STAND_IN_SHRINK` on the MongoDB stand-in, else 1 (PostgreSQL, a real mongod)."""
+async def sized(store_target: tuple[str, str]) -> Callable[[int], int]:
+    """tests/conftest.py's ``sized`` for the store of ``store_target``: ``sized(n)`` is n, or
+    n x STANDIN_SCALE on the MongoDB stand-in (never on PostgreSQL or a real mongod)."""
     kind, url = store_target
-    if kind != "mongodb":
-        return 1
-    from pymongo import AsyncMongoClient
+    scale = 1.0
+    if kind == "mongodb":
+        from pymongo import AsyncMongoClient
 
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-    try:
-        build_info = await client.admin.command("buildInfo")
-    finally:
-        await client.close()
-    return STAND_IN_SHRINK if is_stand_in(build_info) else 1
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        try:
+            if is_stand_in(await client.admin.command("buildInfo")):
+                scale = STANDIN_SCALE
+        finally:
+            await client.close()
+    return lambda n: max(1, round(n * scale))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from notifier.models import AttemptOutcome, Status
@@ -72,11 +73,12 @@ async def test_claim_many_classifies_each_id(store: NotificationStore, now: date
 
 
 async def test_concurrent_claim_many_callers_claim_each_document_exactly_once(
-    connect_store: ConnectStore, store: NotificationStore, now: datetime, shrink: int
+    connect_store: ConnectStore,
+    store: NotificationStore,
+    now: datetime,
+    sized: Callable[[int], int],
 ) -> None:
-    ids = [
-        n.id for n in await insert(store, *(make_notification(now) for _ in range(2000 // shrink)))
-    ]
+    ids = [n.id for n in await insert(store, *(make_notification(now) for _ in range(sized(2000))))]
     claimers = [await connect_store() for _ in range(8)]
     rng = random.Random(2000)
     contenders = {id: set(rng.sample(range(len(claimers)), 3)) for id in ids}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from emulator.testing import free_port
-from notifier.broker import Broker
+from notifier.broker import IDS_PER_MESSAGE, Broker
 from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
@@ -62,15 +62,20 @@ def make_notification(
 
 
 async def insert_and_publish(
-    store: NotificationStore, broker: Broker | None, notes: Sequence[Notification]
+    store: NotificationStore,
+    broker: Broker | None,
+    notes: Sequence[Notification],
+    *,
+    per_message: int = IDS_PER_MESSAGE,
 ) -> list[str]:
-    """What the API does: insert, publish the ids, mark them published."""
+    """What the API does: insert, publish the ids (``per_message`` to a message), mark them
+    published."""
     await store.insert_many(notes)
     ids = [n.id for n in notes if n.status is Status.PENDING]
     if broker is not None and ids:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            await broker.publish(chunk)
+            await broker.publish(chunk, per_message=per_message)
             await store.mark_published(chunk, utcnow())
     return [n.id for n in notes]
 

@@ -34,6 +34,8 @@ LEASE = "lockLease"
 LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry", LEASE]
 # The id of the complete_many call that wrote the outcome (see completed_by).
 OUTCOME_WRITE = "outcomeWrite"
+# The id of the sweeper call (a take or a recovery) that last changed the document.
+SWEEP_WRITE = "sweepWrite"
 
 NOTIFICATION_INDEXES = [
     IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
@@ -73,16 +75,25 @@ def literal(value: Any) -> dict[str, Any]:
     return {"$literal": value}
 
 
+# ``{f: {$not: {$gt: t}}}`` is "f absent, null or at most t": $not also selects documents
+# without the field (https://www.mongodb.com/docs/manual/reference/operator/query/not/).
+# Written so rather than as an $or of two clauses, each filter below stays a conjunction of
+# plain field predicates: a planner then serves an ``_id $in`` beside them from the _id
+# index, where some MongoDB-compatible servers plan any $or (or $expr) as a collection scan.
+
+
 def unlocked(now: datetime) -> Filter:
-    """Not locked, or its lock expired (its worker died)."""
-    return {"$or": [{"lockedBy": None}, {"lockExpiry": {"$lt": now}}]}
+    """Not locked, or its lock expired (its worker died). The lock fields are set and unset
+    together (LOCK_FIELDS), so "no lockExpiry" is "not locked"."""
+    return {"lockExpiry": {"$not": {"$gte": now}}}
 
 
-def due(now: datetime) -> list[Filter]:
-    return [
-        {"$or": [{"scheduled_for": None}, {"scheduled_for": {"$lte": now}}]},
-        {"$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lte": now}}]},
-    ]
+def due(now: datetime) -> Filter:
+    """Neither scheduled nor held back for a retry past ``now``."""
+    return {
+        "scheduled_for": {"$not": {"$gt": now}},
+        "next_attempt_at": {"$not": {"$gt": now}},
+    }
 
 
 def key_prefix_regex(key: str) -> str:
@@ -151,7 +162,7 @@ def finish_last(outcome: Outcome) -> dict[str, Any]:
 
 def claimable(ids: list[str], now: datetime) -> Filter:
     """Those of ``ids`` that are open, due and unlocked (or lock-expired)."""
-    return {"_id": {"$in": ids}, "status": {"$in": OPEN}, "$and": [*due(now), unlocked(now)]}
+    return {"_id": {"$in": ids}, "status": {"$in": OPEN}, **due(now), **unlocked(now)}
 
 
 def claim_update(
@@ -258,12 +269,26 @@ def due_for_publish(now: datetime, grace_cutoff: datetime, stale_cutoff: datetim
             },
         ]
     }
-    return {"status": {"$in": OPEN}, "$and": [unlocked(now), *due(now), needs_publish]}
+    return {"status": {"$in": OPEN}, **unlocked(now), **due(now), **needs_publish}
 
 
-def take_filter(base: Filter, id: str, published_at: datetime | None) -> Filter:
-    """Compare-and-set guard for one candidate: still matching, ``published_at`` unchanged."""
-    return {**base, "_id": id, "$and": [*base["$and"], {"published_at": published_at}]}
+def unchanged(doc: dict[str, Any]) -> Filter:
+    """Compare-and-set guard: the document as read (``_id``, ``updated_at``, ``published_at``).
+
+    Every write to a notification sets ``updated_at`` but the publish marks, which set
+    ``published_at``; so a document that passes this guard still matches what it was read
+    by, as long as that filter only grows with time (due, expired, past a cutoff).
+    """
+    return {
+        "_id": doc["_id"],
+        "updated_at": doc.get("updated_at"),
+        "published_at": doc.get("published_at"),
+    }
+
+
+def swept_by(ids: list[str], write: str) -> Filter:
+    """The documents that the sweeper write ``write`` changed (see :func:`completed_by`)."""
+    return {"_id": {"$in": ids}, SWEEP_WRITE: write}
 
 
 def final_before(floor: str, before: datetime) -> Filter:
@@ -290,9 +315,12 @@ def recover_filter(doc: dict[str, Any], now: datetime) -> Filter:
     }
 
 
-def recover_update(now: datetime, unknown: bool, fail: bool, error: dict[str, Any]) -> Pipeline:
-    """Release a dead worker's lock; hold an unknown outcome as failed when ``fail``."""
-    fields: dict[str, Any] = {"updated_at": literal(now)}
+def recover_update(
+    now: datetime, unknown: bool, fail: bool, error: dict[str, Any], write: str
+) -> Pipeline:
+    """Release a dead worker's lock; hold an unknown outcome as failed when ``fail``. Stamped
+    with ``write``, the id of the sweeper call."""
+    fields: dict[str, Any] = {"updated_at": literal(now), SWEEP_WRITE: literal(write)}
     unset = list(LOCK_FIELDS)
     if unknown:
         fields["history"] = mark_last_unknown()

@@ -4,10 +4,10 @@ Same semantics as the PostgreSQL store (one contract suite holds both; the backe
 rules are in :mod:`notifier.store.semantics`). Every race is settled by a conditional write
 that MongoDB applies atomically per document: one ``update_many`` under a lease id of the
 call's own for a message's claims, one bulk write of ``update_one`` fenced on ``lockedBy``
-for outcomes (each a constant number of round trips whatever the number of ids), and for
-the sweeper's batches a read of candidate ids
-followed by one compare-and-set ``update_one`` per candidate (MongoDB has no updateMany with
-a limit), so concurrent sweepers never take the same document.
+for outcomes, and for the sweeper's batches a read of candidates followed by one bulk write
+of compare-and-set updates (MongoDB has no updateMany with a limit), so concurrent sweepers
+never take the same document: each a constant number of round trips whatever the number of
+ids.
 
 Durability: at connect the ``hello`` answer tells the deployment. On a replica set (or a
 sharded cluster behind mongos) every write uses write concern ``majority``, so an
@@ -23,7 +23,6 @@ indexes live in :mod:`notifier.store.mongo.queries`, the document mapping in
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -139,12 +138,11 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         keys_by_app: dict[str, list[str]] = {}
         for n in conflicting:
             keys_by_app.setdefault(n.app, []).append(n.idempotency_key or "")
-        query = {
-            "$or": [
-                {"app": app, "idempotency_key": {"$in": keys, **q.IS_STRING}}
-                for app, keys in keys_by_app.items()
-            ]
-        }
+        clauses = [
+            {"app": app, "idempotency_key": {"$in": keys, **q.IS_STRING}}
+            for app, keys in keys_by_app.items()
+        ]
+        query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
         cursor = q.in_one_reply(self._notifications.find(query), len(conflicting))
         docs = await cursor.to_list(None)
         found = (document_to_notification(d) for d in docs)
@@ -274,17 +272,26 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
             now - timedelta(seconds=unpublished_grace_seconds),
             now - timedelta(seconds=stale_published_seconds),
         )
-        candidates = (
-            await self._notifications.find(base, {"published_at": 1}).limit(limit).to_list(None)
-        )
+        projection = {"updated_at": 1, "published_at": 1}
+        candidates = await self._notifications.find(base, projection).limit(limit).to_list(None)
+        write = uuid.uuid4().hex
+        ops = [
+            UpdateOne(q.unchanged(d), {"$set": {"published_at": now, q.SWEEP_WRITE: write}})
+            for d in candidates
+        ]
+        return await self._swept(ops, [d["_id"] for d in candidates], write)
 
-        async def take(doc: Document) -> bool:
-            guard = q.take_filter(base, doc["_id"], doc.get("published_at"))
-            result = await self._notifications.update_one(guard, {"$set": {"published_at": now}})
-            return result.matched_count == 1
-
-        taken = await asyncio.gather(*(take(d) for d in candidates))
-        return [d["_id"] for d, won in zip(candidates, taken, strict=True) if won]
+    async def _swept(self, ops: list[UpdateOne], ids: list[str], write: str) -> list[str]:
+        """Run a sweeper batch as one bulk write of compare-and-set updates stamped ``write``;
+        the ids it changed (a concurrent sweeper or claim may have got to some first)."""
+        if not ops:
+            return []
+        result = await self._notifications.bulk_write(ops, ordered=False)
+        if result.matched_count == len(ops):
+            return ids
+        cursor = self._notifications.find(q.swept_by(ids, write), {"_id": 1})
+        won = {d["_id"] for d in await q.in_one_reply(cursor, len(ids)).to_list(None)}
+        return [i for i in ids if i in won]
 
     @mapped
     async def unmark_published(self, ids: Sequence[str]) -> None:
@@ -304,21 +311,19 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         candidates = await cursor.sort("lockExpiry", 1).limit(limit).to_list(None)
         fail = policy is UnknownOutcomePolicy.FAIL
         error = OUTCOME_UNKNOWN.to_dict()
-
-        async def recover(doc: Document) -> RecoveredLock | None:
+        write = uuid.uuid4().hex
+        found: dict[str, RecoveredLock] = {}
+        ops: list[UpdateOne] = []
+        for doc in candidates:
             last = (doc.get("history") or [None])[-1]
             unknown = bool(last) and last.get("finished_at") is None and not last.get("outcome")
-            result = await self._notifications.update_one(
-                q.recover_filter(doc, now), q.recover_update(now, unknown, fail, error)
-            )
-            if result.matched_count != 1:
-                return None  # another sweeper (or a claim) got there first
-            return RecoveredLock(
+            update = q.recover_update(now, unknown, fail, error, write)
+            ops.append(UpdateOne(q.recover_filter(doc, now), update))
+            found[doc["_id"]] = RecoveredLock(
                 doc["_id"], unknown_attempt=unknown, republish=not (unknown and fail)
             )
-
-        recovered = await asyncio.gather(*(recover(d) for d in candidates))
-        return [r for r in recovered if r is not None]
+        # one missing from the answer: another sweeper (or a claim) got there first
+        return [found[i] for i in await self._swept(ops, list(found), write)]
 
     @mapped
     async def reopen(self, id: str, now: datetime) -> bool:

@@ -204,9 +204,11 @@ def test_every_filter_and_update_is_bson_encodable() -> None:
         q.claim_update("w", "lease", T0, T0, Attempt("w", T0).to_dict()),
         q.complete_update(outcome, "write"),
         q.completed_by(["x"], "write"),
-        q.take_filter(q.due_for_publish(T0, T0, T0), "x", None),
+        q.due_for_publish(T0, T0, T0),
+        q.unchanged({"_id": "x", "updated_at": T0}),
+        q.swept_by(["x"], "write"),
         q.recover_filter(doc, T0),
-        q.recover_update(T0, True, True, LastError("outcome_unknown", "m").to_dict()),
+        q.recover_update(T0, True, True, LastError("outcome_unknown", "m").to_dict(), "write"),
     ]
     for value in built:
         bson.encode({"v": value})
@@ -252,21 +254,25 @@ def test_complete_releases_the_lock_and_retrying_clears_published_at() -> None:
 
 def test_recover_holds_an_unknown_outcome_as_failed_only_under_the_fail_policy() -> None:
     error = LastError("outcome_unknown", "m").to_dict()
-    failed = q.recover_update(T0, True, True, error)[0]["$set"]
+    failed = q.recover_update(T0, True, True, error, "w")[0]["$set"]
     assert failed["status"] == {"$literal": "failed"} and "published_at" not in failed
-    resend = q.recover_update(T0, True, False, error)[0]["$set"]
+    resend = q.recover_update(T0, True, False, error, "w")[0]["$set"]
     assert resend["published_at"] == {"$literal": T0} and "status" not in resend
     assert "history" in resend
-    clean = q.recover_update(T0, False, True, error)[0]["$set"]
+    clean = q.recover_update(T0, False, True, error, "w")[0]["$set"]
     assert "history" not in clean and clean["published_at"] == {"$literal": T0}
 
 
-def test_sweeper_take_is_a_compare_and_set_on_published_at() -> None:
-    base = q.due_for_publish(T0, T0, T0)
-    guard = q.take_filter(base, "x", T0)
-    assert guard["_id"] == "x"
-    assert {"published_at": T0} in guard["$and"]
-    assert base["$and"] == guard["$and"][:-1]  # the base filter itself is not modified
+def test_sweeper_take_is_a_compare_and_set_on_the_document_as_read() -> None:
+    guard = q.unchanged({"_id": "x", "updated_at": T0, "history": []})
+    # published_at absent when read: the guard asks for it still absent (null matches absent)
+    assert guard == {"_id": "x", "updated_at": T0, "published_at": None}
+
+
+def test_claim_filters_are_plain_field_conjunctions() -> None:
+    """No $or or $expr beside the _id $in: a planner serves it from the _id index."""
+    for f in (q.claimable(["x"], T0), q.unchanged({"_id": "x"}), q.swept_by(["x"], "w")):
+        assert not {"$or", "$expr", "$and"} & set(f)
 
 
 def test_idempotency_index_is_unique_and_partial_on_string_keys() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -24,12 +24,14 @@ from pymongo.monitoring import (
 )
 
 from notifier.models import AttemptOutcome, Status
+from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import Outcome
 from notifier.store.mongo import MongoStore
 from tests.conftest import MONGODB_URL
 from tests.store.conftest import make_notification
 
 LOCK = 30.0
+T = TypeVar("T")
 SIZES = (1, 10, 50)
 
 
@@ -50,9 +52,13 @@ class CommandCounter(CommandListener):
 
     async def count(self, call: Awaitable[Any]) -> list[str]:
         """The commands ``call`` sent."""
+        return (await self.run(call))[0]
+
+    async def run(self, call: Awaitable[T]) -> tuple[list[str], T]:
+        """The commands ``call`` sent, and what it returned."""
         start = len(self.names)
-        await call
-        return self.names[start:]
+        value = await call
+        return self.names[start:], value
 
 
 @pytest.fixture
@@ -146,3 +152,37 @@ async def test_insert_many_of_a_batch_is_one_insert_and_a_replay_one_read_more(
         replay[size] = await counter.count(store.insert_many(again))
     assert first[1] == first[50] == first[500] == ["insert"]
     assert replay[1] == replay[50] == replay[500] == ["insert", "find"]
+
+
+async def test_the_sweepers_takes_are_one_read_and_one_bulk_write_whatever_their_number(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    """Never-published documents past the grace: one find, one bulk of compare-and-sets."""
+    store, counter = counted
+    per_size = {}
+    later = now + timedelta(seconds=60)
+    for size in SIZES:
+        ids = await _stored(store, now, size)
+        per_size[size], taken = await counter.run(
+            store.take_due_for_publish(
+                later, limit=size, unpublished_grace_seconds=30, stale_published_seconds=3600
+            )
+        )
+        assert sorted(taken) == sorted(ids)
+    assert per_size[1] == per_size[10] == per_size[50] == ["find", "update"]
+
+
+async def test_recovering_expired_locks_is_one_read_and_one_bulk_write_whatever_their_number(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    store, counter = counted
+    per_size = {}
+    expired = now + timedelta(seconds=LOCK + 1)
+    for size in SIZES:
+        ids = await _stored(store, now, size)
+        await store.claim_many(ids, "w-dead", now, LOCK)
+        per_size[size], recovered = await counter.run(
+            store.recover_expired_locks(expired, limit=size, policy=UnknownOutcomePolicy.RESEND)
+        )
+        assert sorted(r.id for r in recovered) == sorted(ids)
+    assert per_size[1] == per_size[10] == per_size[50] == ["find", "update"]
