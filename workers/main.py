@@ -123,7 +123,7 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         sweep_task = asyncio.create_task(sweeper.run(), name="sweeper")
         log.info("worker_ready", worker_id=worker_id, metrics_port=metrics_port)
         await stop.wait()
-        log.info("worker_stopping", inflight=consumer.inflight)
+        log.info("worker_stopping", slots_in_use=consumer.slots_in_use)
         sweep_task.cancel()
         await asyncio.gather(sweep_task, return_exceptions=True)
         drained = await consumer.stop(DRAIN_SECONDS)
