@@ -1,6 +1,7 @@
 """The write path: insert (durable), publish the pending ids with confirms, then answer.
 
-Concurrent requests of one process are grouped: requests that reach the writer in the same
+Concurrent requests of one process are grouped (by the store's
+:class:`~notifier.store.batching.MicroBatcher`): requests that reach the writer in the same
 event-loop turn start one round together (one ``insert_many``, then one ``publish``), and
 while a round's insert is in flight later requests queue for the next one, so under load the
 store and the broker see few large calls instead of many small ones. A lone request starts
@@ -18,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from notifier.broker import Broker, BrokerUnavailable
 from notifier.logging import get_logger
@@ -28,6 +28,7 @@ from notifier.metrics import API_PUBLISH_FAILURES
 from notifier.models import Notification, Status, utcnow
 from notifier.settings import Settings
 from notifier.store.base import InsertResult, NotificationStore, StoreUnavailable
+from notifier.store.batching import MicroBatcher
 
 log = get_logger(__name__)
 
@@ -90,12 +91,56 @@ class BrokerLink:
             await self.broker.close()
 
 
-@dataclass(slots=True)
-class _Request:
-    notifications: list[Notification]
-    future: asyncio.Future[list[InsertResult]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+_Inserted = list[InsertResult] | Exception
+
+
+class _Rounds(MicroBatcher[list[Notification], tuple[_Inserted, asyncio.Task[None]]]):
+    """Forms the rounds: one inserts at a time, the requests that queue meanwhile form the
+    next one (at most ``MAX_ROUND_SIZE`` notifications but for its first request), and no
+    round starts while ``MAX_ROUNDS_IN_FLIGHT`` rounds are inserting or publishing."""
+
+    def __init__(
+        self,
+        insert: Callable[[list[list[Notification]]], Awaitable[list[_Inserted]]],
+        publish: Callable[[list[str]], Coroutine[Any, Any, None]],
+    ) -> None:
+        # one insert in flight, no timer: the round forms while the previous one inserts
+        super().__init__(
+            max_batch=MAX_ROUND_SIZE,
+            max_delay_seconds=0.0,
+            max_in_flight=1,
+            hold_full_batches=True,
+        )
+        self._insert = insert
+        self._publish = publish
+        self.publishing: set[asyncio.Task[None]] = set()
+
+    def _weight(self, request: list[Notification]) -> int:
+        return len(request)
+
+    def _can_send(self) -> bool:
+        return super()._can_send() and len(self.publishing) < MAX_ROUNDS_IN_FLIGHT
+
+    async def _run(
+        self, requests: list[list[Notification]]
+    ) -> list[tuple[_Inserted, asyncio.Task[None]]]:
+        outcomes = await self._insert(requests)
+        # the next round inserts while this one publishes
+        pending = [
+            r.notification.id
+            for outcome in outcomes
+            if not isinstance(outcome, BaseException)
+            for r in outcome
+            if r.created and r.notification.status is Status.PENDING
+        ]
+        task = asyncio.get_running_loop().create_task(self._publish(pending))
+        self.publishing.add(task)
+        task.add_done_callback(self._published)
+        return [(outcome, task) for outcome in outcomes]
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self.publishing.discard(task)
+        self.wake()
 
 
 class Writer:
@@ -109,81 +154,32 @@ class Writer:
     def __init__(self, store: NotificationStore, link: BrokerLink) -> None:
         self._store = store
         self._link = link
-        self._queue: deque[_Request] = deque()
-        self._rounds = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._rounds = _Rounds(self._insert, self._publish)
         self._published: list[str] = []
         self._marker: asyncio.Task[None] | None = None
-        self._kick_scheduled = False
-        self._inserting = False
         self._rechecks: set[asyncio.Task[None]] = set()
 
     async def write(self, notifications: list[Notification]) -> list[InsertResult]:
-        """Store durably and publish; results in input order (see ``insert_many``)."""
-        request = _Request(notifications)
-        self._queue.append(request)
-        if not self._kick_scheduled:
-            # Not at once: the other handlers woken by the same socket reads run first and
-            # join this round (one loop turn, no timer).
-            self._kick_scheduled = True
-            asyncio.get_running_loop().call_soon(self._kick)
-        return await request.future
+        """Store durably and publish; results in input order (see ``insert_many``).
 
-    def _kick(self) -> None:
-        self._kick_scheduled = False
-        if self._inserting or not self._queue or self._rounds >= MAX_ROUNDS_IN_FLIGHT:
-            return
-        batch: list[_Request] = []
-        size = 0
-        while self._queue and (
-            not batch or size + len(self._queue[0].notifications) <= MAX_ROUND_SIZE
-        ):
-            request = self._queue.popleft()
-            batch.append(request)
-            size += len(request.notifications)
-        self._rounds += 1
-        self._inserting = True
-        task = asyncio.create_task(self._round(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._round_done)
+        Not at once: the other handlers woken by the same socket reads run first and join
+        this round (one loop turn, no timer).
+        """
+        outcome, published = await self._rounds.submit(notifications)
+        if isinstance(outcome, BaseException):  # 503 or 500 for this request alone
+            raise outcome
+        # shielded: a cancelled request must not cancel its round's publish
+        await asyncio.shield(published)
+        return outcome
 
-    def _round_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._rounds -= 1
-        self._kick()
-
-    async def _round(self, batch: list[_Request]) -> None:
-        try:
-            outcomes = await self._insert(batch)
-        finally:  # the next round inserts while this one publishes
-            self._inserting = False
-            self._kick()
-        stored: list[tuple[_Request, list[InsertResult]]] = []
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):  # 503 or 500 for this request alone
-                if not request.future.done():
-                    request.future.set_exception(outcome)
-            else:
-                stored.append((request, outcome))
-        pending = [
-            r.notification.id
-            for _, results in stored
-            for r in results
-            if r.created and r.notification.status is Status.PENDING
-        ]
-        await self._publish(pending)
-        for request, results in stored:
-            if not request.future.done():
-                request.future.set_result(results)
-
-    async def _insert(self, batch: list[_Request]) -> list[list[InsertResult] | Exception]:
+    async def _insert(self, batch: list[list[Notification]]) -> list[_Inserted]:
         """Each request's results, or the error that failed it.
 
         One ``insert_many`` for the whole round; if the store refuses it for any reason but
         being unavailable, each request is written alone, so a request the store refuses
         fails only itself, never the requests (of any app) grouped with it.
         """
-        flat = [n for request in batch for n in request.notifications]
+        flat = [n for request in batch for n in request]
         try:
             results = await self._store.insert_many(flat)
         except StoreUnavailable as exc:
@@ -199,21 +195,21 @@ class Writer:
                 error=type(exc).__name__,
             )
             return list(await asyncio.gather(*(self._insert_alone(r) for r in batch)))
-        out: list[list[InsertResult] | Exception] = []
+        out: list[_Inserted] = []
         start = 0
         for request in batch:
-            end = start + len(request.notifications)
+            end = start + len(request)
             out.append(results[start:end])
             start = end
         return out
 
-    async def _insert_alone(self, request: _Request) -> list[InsertResult] | Exception:
+    async def _insert_alone(self, request: list[Notification]) -> _Inserted:
         try:
-            return await self._store.insert_many(request.notifications)
+            return await self._store.insert_many(request)
         except StoreUnavailable as exc:
             return exc
         except Exception as exc:
-            log.exception("insert_failed", count=len(request.notifications))
+            log.exception("insert_failed", count=len(request))
             return exc
 
     async def _publish(self, pending: list[str]) -> None:
@@ -287,9 +283,9 @@ class Writer:
         """Finish the rounds in flight and record what they published."""
         for task in list(self._rechecks):  # the sweeper covers what they would publish
             task.cancel()
-        while self._tasks or self._queue:
-            self._kick()
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while not self._rounds.idle or self._rounds.publishing:
+            await self._rounds.close()
+            await asyncio.gather(*self._rounds.publishing, return_exceptions=True)
         if self._marker is not None:
             self._marker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

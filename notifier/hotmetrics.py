@@ -40,7 +40,15 @@ class _Family(Collector, Generic[ChildT]):
         raise NotImplementedError
 
     def labels(self, *values: str, **by_name: str) -> ChildT:
-        """The child for these label values (positional, or all by name)."""
+        """The child for these label values (positional, or all by name).
+
+        Looked up first as given, before any check or conversion: the delivery path asks for
+        the same few children on every push (this replaced its own per-metric caches).
+        """
+        if not by_name:
+            found = self._children.get(values)
+            if found is not None:
+                return found
         if by_name:
             if values or set(by_name) != set(self._labelnames):
                 raise ValueError(f"{self._name}: give all of {self._labelnames} by name")

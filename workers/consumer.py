@@ -20,6 +20,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from enum import StrEnum
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -44,6 +45,15 @@ log = get_logger(__name__)
 STORE_HOLD_SECONDS = 30.0
 STORE_RETRY_MAX_DELAY = 2.0
 SETTLE_TIMEOUT_SECONDS = 5.0
+
+
+class Settle(StrEnum):
+    """How a message is settled once its deliveries ended (the value labels broker errors)."""
+
+    ACK = "ack"  # every outcome durable (or its claim missed)
+    NACK = "nack"  # requeue: the store stayed down, or a delivery crashed (after a pause)
+    REJECT = "reject"  # garbage: to the dead-letter queue, never requeued
+    CRASHED = "crashed"  # a delivery raised: settled as NACK after a pause
 
 
 class Slots:
@@ -161,8 +171,8 @@ class Consumer:
         )
 
     @property
-    def inflight(self) -> int:
-        """Notifications being delivered (claimed or being claimed, not yet settled)."""
+    def slots_in_use(self) -> int:
+        """Notifications holding a slot: being claimed, pushed or written (``/stats``)."""
         return self._slots.capacity - self._slots.free
 
     @property
@@ -184,9 +194,9 @@ class Consumer:
         if ids is None:
             metrics.DEAD_LETTERED.labels("garbage").inc()
             log.warning("garbage_message", size=len(message.body))
-            await self._settle(message, "reject")
+            await self._settle(message, Settle.REJECT)
             return
-        how = "ack"
+        how = Settle.ACK
         step = self._slots.capacity
         for start in range(0, len(ids), step):
             part = ids[start : start + step]
@@ -196,15 +206,15 @@ class Consumer:
                 # each finished delivery frees its slot at once: a message's stragglers do
                 # not hold back the next message (its ack still waits for all of them)
                 how = await self._deliver(part, held.release_one)
-            if how != "ack":
+            if how is not Settle.ACK:
                 break
-        if how == "crashed":  # a bug: requeue (the delivery limit dead-letters a poison one)
+        if how is Settle.CRASHED:  # a bug: requeue (the delivery limit dead-letters a poison one)
             await asyncio.sleep(1.0)
-            how = "nack"
+            how = Settle.NACK
         await self._settle(message, how)
 
-    async def _deliver(self, ids: Sequence[str], each_done: Callable[[], None]) -> str:
-        """Deliver ``ids``; how to settle their message: ``ack``, ``nack`` or ``crashed``."""
+    async def _deliver(self, ids: Sequence[str], each_done: Callable[[], None]) -> Settle:
+        """Deliver ``ids``; how to settle their message: ``ACK``, ``NACK`` or ``CRASHED``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STORE_HOLD_SECONDS
         delay = 0.1
@@ -212,21 +222,21 @@ class Consumer:
             try:
                 # a retry re-claims every id: those finished meanwhile are dropped as final
                 await self.deliverer.deliver_many(ids, each_done=each_done)
-                return "ack"
+                return Settle.ACK
             except StoreUnavailable:
                 if self._stopping or loop.time() + delay > deadline:
                     log.warning("store_unavailable_requeue", count=len(ids))
-                    return "nack"
+                    return Settle.NACK
             except Exception:
                 log.exception("delivery_crashed", count=len(ids))
-                return "crashed"
+                return Settle.CRASHED
             await asyncio.sleep(delay)
             delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
 
-    async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
-        if how == "ack":
+    async def _settle(self, message: AbstractIncomingMessage, how: Settle) -> None:
+        if how is Settle.ACK:
             settle = message.ack()
-        elif how == "reject":
+        elif how is Settle.REJECT:
             settle = message.reject(requeue=False)
         else:
             settle = message.nack(requeue=True)
@@ -234,8 +244,8 @@ class Consumer:
             # bounded: on a channel lost in a broker restart a settle can wait forever
             await asyncio.wait_for(settle, SETTLE_TIMEOUT_SECONDS)
         except Exception as exc:  # channel gone: the broker redelivers; claims drop dupes
-            metrics.BROKER_ERRORS.labels(how).inc()
-            log.warning("settle_failed", how=how, error=type(exc).__name__)
+            metrics.BROKER_ERRORS.labels(how.value).inc()
+            log.warning("settle_failed", how=how.value, error=type(exc).__name__)
 
     async def stop(self, timeout: float) -> bool:
         """Stop taking messages and let in-flight deliveries finish (bounded).
@@ -251,7 +261,7 @@ class Consumer:
                 log.warning("consumer_cancel_failed", error=type(exc).__name__)
         if not self._tasks:
             return True
-        log.info("draining", messages=len(self._tasks), inflight=self.inflight)
+        log.info("draining", messages=len(self._tasks), slots_in_use=self.slots_in_use)
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in pending:
             task.cancel()

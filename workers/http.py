@@ -85,7 +85,7 @@ async def _stats(request: web.Request) -> web.Response:
         "expired": stats.expired,
         "duplicates_suppressed": stats.duplicates_suppressed,
         "lock_lost": stats.lock_lost,
-        "inflight": state.consumer.inflight,
+        "slots_in_use": state.consumer.slots_in_use,
         "consumer_alive": state.consumer.alive,
         "by_status": sweeper.by_status,
         "queue_depths": sweeper.queue_depths,

@@ -22,12 +22,11 @@ from notifier.logging import configure_logging, get_logger
 from notifier.models import Platform
 from notifier.providers.base import Provider
 from notifier.settings import Settings
+from notifier.store.batching import BatchedStore
 from notifier.store.factory import open_store
 from notifier.sweeper import QueueHead, Sweeper
-from workers.claims import ClaimBatcher
 from workers.consumer import Consumer
 from workers.http import WorkerState, start_http
-from workers.outcomes import OutcomeBatcher
 
 log = get_logger(__name__)
 
@@ -95,21 +94,15 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         stack.push_async_callback(broker.close)
         log.info("broker_connected", queue=settings.queue)
         providers = await stack.enter_async_context(_providers(settings))
-        batcher = OutcomeBatcher(store, worker_id)
-        stack.push_async_callback(batcher.close)
-        claims = ClaimBatcher(store, worker_id, settings.lock_seconds)
-        stack.push_async_callback(claims.close)
+        # claims and outcome writes of concurrent deliveries share store round trips
+        batched = await stack.enter_async_context(
+            BatchedStore(store, worker_id, settings.lock_seconds)
+        )
         deliverer = Deliverer(
-            settings=settings,
-            store=store,
-            providers=providers,
-            dead_letters=broker,
-            worker_id=worker_id,
-            complete=batcher.complete,
-            claim=claims.claim,
+            settings=settings, store=batched, providers=providers, dead_letters=broker
         )
         # read at scrape time: an inc() and a dec() per push cost two lock round trips
-        metrics.INFLIGHT.set_function(lambda: deliverer.stats.inflight)
+        metrics.INFLIGHT.set_function(lambda: deliverer.stats.deliveries_in_progress)
         queue_head = QueueHead()  # what the consumer receives tells the sweeper what is lost
         consumer = Consumer(
             settings, broker.connection, deliverer, concurrency=concurrency, queue_head=queue_head
@@ -123,7 +116,7 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         sweep_task = asyncio.create_task(sweeper.run(), name="sweeper")
         log.info("worker_ready", worker_id=worker_id, metrics_port=metrics_port)
         await stop.wait()
-        log.info("worker_stopping", inflight=consumer.inflight)
+        log.info("worker_stopping", slots_in_use=consumer.slots_in_use)
         sweep_task.cancel()
         await asyncio.gather(sweep_task, return_exceptions=True)
         drained = await consumer.stop(DRAIN_SECONDS)

@@ -9,13 +9,14 @@ import aio_pika
 import pytest
 
 from notifier.broker import DLX_EXCHANGE, Broker
-from notifier.delivery import DeliveryResult
+from notifier.delivery import Deliverer, DeliveryResult
 from notifier.models import Platform, Status
 from notifier.providers.base import PushOutcome, PushResult
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
+from notifier.store.batching import BatchedStore
+from tests.notifier.test_delivery import ScriptedProvider
 from tests.workers.conftest import insert_and_publish, make_notification
-from tests.workers.test_delivery import ScriptedProvider, deliverer
 from workers import dlq
 
 
@@ -34,7 +35,11 @@ async def test_list_shows_reasons_without_consuming_and_replay_resends(
     bad = PushResult(PushOutcome.PERMANENT, 400, code="PayloadTooLarge", message="too big")
     note = make_notification(Platform.FCM)
     await insert_and_publish(store, None, [note])
-    d = deliverer(settings, store, broker, ScriptedProvider(Platform.FCM, bad))
+    batched = BatchedStore(store, "test-worker", settings.lock_seconds)
+    provider = ScriptedProvider(Platform.FCM, bad)
+    d = Deliverer(
+        settings=settings, store=batched, providers={Platform.FCM: provider}, dead_letters=broker
+    )
     assert await d.deliver(note.id) is DeliveryResult.FAILED
     channel = await broker.connection.channel()
     exchange = await channel.get_exchange(DLX_EXCHANGE)
@@ -59,6 +64,7 @@ async def test_list_shows_reasons_without_consuming_and_replay_resends(
     stored = await store.get(note.id)
     assert stored is not None and stored.status is Status.SENT and stored.attempts == 2
     await channel.close()
+    await batched.close()
 
 
 async def test_bad_limit_is_a_usage_error(make_settings: Callable[..., Settings]) -> None:

@@ -189,7 +189,9 @@ async def test_sigterm_drains_in_flight_deliveries_without_duplicates(
 ) -> None:
     proc = await workers.start(concurrency=16)
     ids = await publish_to_slow_tokens(store, broker, emulator, count=16, tokens=16, delay_ms=1500)
-    await wait_for(stat_reaches(proc, "inflight", 16), timeout=20, what="16 deliveries in flight")
+    await wait_for(
+        stat_reaches(proc, "slots_in_use", 16), timeout=20, what="16 deliveries in flight"
+    )
     proc.signal(signal.SIGTERM)
     assert await proc.wait(30) == 0
     # every in-flight delivery finished and was recorded before the worker exited

@@ -1,11 +1,12 @@
-"""Delivery decisions against the real store and broker, with a provider double at the
-provider interface (the emulator-backed runs are in test_worker_processes.py)."""
+"""Deliveries against the real store (through the batched store the worker uses) and broker,
+with a provider double at the provider interface (the emulator-backed runs are in
+tests/workers/test_worker_processes.py; the decisions alone in test_decisions.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import aio_pika
@@ -19,6 +20,7 @@ from notifier.providers.base import PushOutcome, PushResult
 from notifier.retry import backoff_seconds
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
+from notifier.store.batching import BatchedStore
 from tests.workers.conftest import insert_and_publish, make_notification
 
 
@@ -40,17 +42,30 @@ class ScriptedProvider:
         return None
 
 
-def deliverer(
-    settings: Settings, store: NotificationStore, broker: Broker, provider: ScriptedProvider
-) -> Deliverer:
-    return Deliverer(
-        settings=settings,
-        store=store,
-        providers={provider.platform: provider},
-        dead_letters=broker,
-        worker_id="test-worker",
-        rng=random.Random(7),
-    )
+MakeDeliverer = Callable[[Settings, NotificationStore, Broker, ScriptedProvider], Deliverer]
+
+
+@pytest.fixture
+async def deliverer() -> AsyncIterator[MakeDeliverer]:
+    """Builds a Deliverer as the worker does (on a BatchedStore); closes those at the end."""
+    opened: list[BatchedStore] = []
+
+    def make(
+        settings: Settings, store: NotificationStore, broker: Broker, provider: ScriptedProvider
+    ) -> Deliverer:
+        batched = BatchedStore(store, "test-worker", settings.lock_seconds)
+        opened.append(batched)
+        return Deliverer(
+            settings=settings,
+            store=batched,
+            providers={provider.platform: provider},
+            dead_letters=broker,
+            rng=random.Random(7),
+        )
+
+    yield make
+    for batched in opened:
+        await batched.close()
 
 
 async def dead_letters(settings: Settings) -> list[dict[str, str]]:
@@ -76,7 +91,10 @@ def test_backoff_is_full_jitter_capped_and_floored_by_retry_after() -> None:
 
 
 async def test_sent_records_outcome_and_history(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     settings = make_settings()
     provider = ScriptedProvider(Platform.FCM)
@@ -95,7 +113,10 @@ async def test_sent_records_outcome_and_history(
 
 
 async def test_retry_is_scheduled_never_before_retry_after(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     settings = make_settings(retry_base_seconds=0.1, retry_max_seconds=0.2)
     busy = PushResult(PushOutcome.RETRY, 429, retry_after_seconds=30, code="QUOTA_EXCEEDED")
@@ -116,7 +137,10 @@ async def test_retry_is_scheduled_never_before_retry_after(
 
 
 async def test_exhausted_retries_fail_and_dead_letter(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     settings = make_settings(max_attempts=1)
     provider = ScriptedProvider(
@@ -131,7 +155,10 @@ async def test_exhausted_retries_fail_and_dead_letter(
 
 
 async def test_dead_token_fails_at_once_and_deactivates_the_device(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     settings = make_settings()
     note = make_notification(Platform.APNS)
@@ -149,7 +176,10 @@ async def test_dead_token_fails_at_once_and_deactivates_the_device(
 
 
 async def test_ttl_passed_expires_without_a_push(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     provider = ScriptedProvider(Platform.FCM)
     old = make_notification(ttl_seconds=5, created_at=utcnow() - timedelta(seconds=60))
@@ -169,7 +199,10 @@ class HangingProvider(ScriptedProvider):
 
 
 async def test_a_provider_call_that_never_returns_becomes_a_retry(
-    make_settings: Callable[..., Settings], store: NotificationStore, broker: Broker
+    make_settings: Callable[..., Settings],
+    store: NotificationStore,
+    broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     # the outer bound is twice the provider timeout plus 5 s, checked once a second
     settings = make_settings(provider_timeout_seconds=0.1)
@@ -190,6 +223,7 @@ async def test_unconfigured_platform_is_a_clear_permanent_failure(
     make_settings: Callable[..., Settings],
     store: NotificationStore,
     broker: Broker,
+    deliverer: MakeDeliverer,
 ) -> None:
     settings = make_settings()
     note = make_notification(platform)

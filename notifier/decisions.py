@@ -1,0 +1,110 @@
+"""Delivery policy: what a provider's answer (or a passed TTL) means for a claimed notification.
+
+Pure: a :class:`Decision` says what to store and which follow-ups to run (deactivate the
+device, dead-letter the id); :mod:`notifier.delivery` carries them out. Retry timing is
+:mod:`notifier.retry`'s.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from notifier.models import AttemptOutcome, LastError, Notification, Status
+from notifier.providers.base import PushOutcome, PushResult
+from notifier.retry import next_attempt_at
+from notifier.settings import Settings
+from notifier.store.base import Outcome
+
+
+class DeliveryResult(StrEnum):
+    """What one broker message led to, for the caller's counters."""
+
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DUPLICATE = "duplicate"  # claim missed: acked and dropped
+    LOCK_LOST = "lock_lost"  # the outcome write found another holder (our lock had expired)
+
+
+RESULT_BY_STATUS = {
+    Status.SENT: DeliveryResult.SENT,
+    Status.RETRYING: DeliveryResult.RETRYING,
+    Status.FAILED: DeliveryResult.FAILED,
+    Status.EXPIRED: DeliveryResult.EXPIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome to store and the follow-up actions of one attempt."""
+
+    outcome: Outcome
+    deactivate: bool = False
+    token_invalid_since: datetime | None = None  # APNs 410 timestamp
+    dead_letter_reason: str | None = None  # "max_attempts" or "permanent:<code>"
+
+
+def decide_before_push(n: Notification, now: datetime) -> Decision | None:
+    """Expired without a push when its TTL passed before the claim; None: push it."""
+    expires_at = n.expires_at
+    if expires_at is None or expires_at >= now:
+        return None
+    error = LastError("ttl_expired", "ttl_seconds passed before delivery")
+    return Decision(Outcome(Status.EXPIRED, AttemptOutcome.EXPIRED, now, last_error=error))
+
+
+def decide(
+    n: Notification,
+    result: PushResult,
+    now: datetime,
+    settings: Settings,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Map a provider answer to the stored outcome and the follow-up actions.
+
+    ``n.attempts`` counts this attempt; a retry past ``max_attempts`` fails and is
+    dead-lettered, and one that could only happen after the TTL expires.
+    """
+    status = result.provider_status
+    if result.outcome is PushOutcome.SENT:
+        return Decision(
+            Outcome(
+                Status.SENT,
+                AttemptOutcome.SENT,
+                now,
+                provider_status=status,
+                provider_message_id=result.message_id,
+            )
+        )
+    error = LastError(
+        result.code or result.outcome.value, result.message or result.outcome.value, status
+    )
+    if result.outcome is PushOutcome.TOKEN_DEAD:
+        outcome = Outcome(Status.FAILED, AttemptOutcome.TOKEN_DEAD, now, status, last_error=error)
+        return Decision(outcome, deactivate=True, token_invalid_since=result.token_invalid_since)
+    if result.outcome is PushOutcome.PERMANENT:
+        outcome = Outcome(Status.FAILED, AttemptOutcome.PERMANENT, now, status, last_error=error)
+        return Decision(outcome, dead_letter_reason=f"permanent:{error.code}")
+    if n.attempts >= settings.max_attempts:
+        outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
+        return Decision(outcome, dead_letter_reason="max_attempts")
+    when = next_attempt_at(now, n.attempts, settings, result.retry_after_seconds, rng)
+    expires_at = n.expires_at
+    if expires_at is not None and when > expires_at:
+        return Decision(
+            Outcome(Status.EXPIRED, AttemptOutcome.RETRY, now, status, last_error=error)
+        )
+    return Decision(
+        Outcome(
+            Status.RETRYING,
+            AttemptOutcome.RETRY,
+            now,
+            status,
+            next_attempt_at=when,
+            last_error=error,
+        )
+    )

@@ -1,0 +1,78 @@
+"""The API writer's rounds: one insert at a time, the requests that queue meanwhile forming
+the next round (up to 1,000 notifications but for its first request), each request answered
+with its own results once its round is stored and published."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from api.writer import BrokerLink, Writer
+from notifier.broker import Broker
+from notifier.models import Notification, Platform, Target, new_id, utcnow
+from notifier.settings import Settings
+from notifier.store import InsertResult, NotificationStore
+from tests.support import wait_for
+
+
+class GatedInserts:
+    """The real store; each ``insert_many`` is recorded, then waits for ``gate``."""
+
+    def __init__(self, store: NotificationStore) -> None:
+        self.store = store
+        self.inserts: list[int] = []
+        self.gate = asyncio.Event()
+
+    async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
+        self.inserts.append(len(notifications))
+        await self.gate.wait()
+        return await self.store.insert_many(notifications)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def docs(n: int) -> list[Notification]:
+    now = utcnow()
+    return [
+        Notification(
+            id=new_id(),
+            app="app-writer",
+            target=Target(Platform.FCM, f"tok-{secrets.token_hex(6)}"),
+            created_at=now,
+            updated_at=now,
+            title="hi",
+        )
+        for _ in range(n)
+    ]
+
+
+async def test_one_insert_at_a_time_and_the_queue_forms_the_next_rounds(
+    make_settings: Callable[..., Settings], store: NotificationStore
+) -> None:
+    settings = make_settings()
+    gated = GatedInserts(store)
+    link = BrokerLink(settings, await Broker.connect(settings))
+    writer = Writer(cast(NotificationStore, gated), link)
+    try:
+        requests = [docs(1)]
+        first = asyncio.ensure_future(writer.write(requests[0]))
+        await wait_for(lambda: gated.inserts == [1], timeout=5, what="the first round")
+        requests += [docs(2) for _ in range(5)] + [docs(400) for _ in range(3)]
+        later = [asyncio.ensure_future(writer.write(r)) for r in requests[1:]]
+        await asyncio.sleep(0.05)  # 1,210 queued, yet no second insert while one is held
+        assert gated.inserts == [1]
+        gated.gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *later), 60)
+        # the queue in order, rounds closed before they pass 1,000: 10 + 400 + 400, then 400
+        assert gated.inserts == [1, 810, 400]
+        for request, results in zip(requests, answers, strict=True):
+            assert [r.notification.id for r in results] == [d.id for d in request]
+            assert all(r.created for r in results)
+        assert await store.get(requests[-1][-1].id) is not None
+    finally:
+        gated.gate.set()
+        await writer.close()
+        await link.close()
