@@ -26,6 +26,7 @@ from notifier.broker import Broker, BrokerUnavailable
 from notifier.logging import get_logger
 from notifier.metrics import API_PUBLISH_FAILURES
 from notifier.models import Notification, Status, utcnow
+from notifier.retrying import Backoff, retry
 from notifier.settings import Settings
 from notifier.store.base import InsertResult, NotificationStore, StoreUnavailable
 from notifier.store.batching import MicroBatcher
@@ -34,7 +35,8 @@ log = get_logger(__name__)
 
 MAX_ROUNDS_IN_FLIGHT = 4
 MAX_ROUND_SIZE = 1000
-RECONNECT_SECONDS = 2.0
+# every 2 s: /ready answers 503 until the broker is back, so keep trying often
+RECONNECT_BACKOFF = Backoff(first_seconds=2.0, max_seconds=2.0)
 MARK_PUBLISHED_SECONDS = 0.2
 # A replay publishes a stored, never-published pending document this old at once; a younger
 # one is re-read when it reaches this age: a live API publishes before it answers and
@@ -56,12 +58,14 @@ class BrokerLink:
             self._task = asyncio.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        while self.broker is None:
-            try:
-                self.broker = await Broker.connect(self.settings, timeout=5.0)
-                log.info("broker_connected")
-            except BrokerUnavailable:
-                await asyncio.sleep(RECONNECT_SECONDS)
+        self.broker = await retry(
+            lambda: Broker.connect(self.settings, timeout=5.0),
+            what="broker",
+            backoff=RECONNECT_BACKOFF,
+            retry_on=BrokerUnavailable,
+            event="connect_failed",
+        )
+        log.info("broker_connected")
 
     async def publish(self, ids: Sequence[str]) -> bool:
         """Publish with confirms; False (counted, logged) when the broker did not confirm."""

@@ -18,14 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
-
 from notifier.deadlines import Deadlines
 from notifier.decisions import (
     RESULT_BY_STATUS,
@@ -38,6 +30,7 @@ from notifier.eventloop import RunningLoop
 from notifier.models import Notification, Platform, utcnow
 from notifier.observer import DeliveryObserver, DeliveryStats
 from notifier.providers.base import Provider, PushOutcome, PushResult
+from notifier.retrying import Backoff, retry
 from notifier.settings import Settings
 from notifier.store.base import ClaimResult, Outcome, StoreUnavailable
 
@@ -46,7 +39,9 @@ __all__ = ["DeadLetters", "Deliverer", "DeliveryResult", "DeliveryStore"]
 # How long an outcome write is retried (store blip) before the delivery gives up; the lock
 # (NOTIFIER_LOCK_SECONDS) is held meanwhile, so nobody else pushes the notification.
 COMPLETE_RETRY_SECONDS = 20.0
+COMPLETE_BACKOFF = Backoff(0.1, 2.0)
 DEAD_LETTER_ATTEMPTS = 3
+DEAD_LETTER_BACKOFF = Backoff(0.2, 2.0)
 
 
 class DeadLetters(Protocol):
@@ -210,25 +205,15 @@ class Deliverer:
     async def _write_outcome(self, notification_id: str, outcome: Outcome) -> bool:
         # Any failure is retried, not only StoreUnavailable: a transient database error
         # (a deadlock with a concurrent multi-row update, say) must not strand the lock.
-        # The first try goes without the retry machinery (it costs more than the write).
-        try:
-            return await self.store.complete(notification_id, outcome)
-        except Exception as exc:
-            self.observer.write_failed(notification_id, exc)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
-            stop=stop_after_delay(COMPLETE_RETRY_SECONDS),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
-            reraise=True,
+        return await retry(
+            lambda: self.store.complete(notification_id, outcome),
+            what="outcome write",
+            backoff=COMPLETE_BACKOFF,
+            budget_seconds=COMPLETE_RETRY_SECONDS,
+            event="outcome_write_failed",
+            log_fields={"notification_id": notification_id},
+            on_failure=self.observer.write_failed,
         )
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    return await self.store.complete(notification_id, outcome)
-                except Exception as exc:
-                    self.observer.write_failed(notification_id, exc)
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _deactivate(self, n: Notification, outcome: Outcome, since: datetime | None) -> None:
         code = outcome.last_error.code if outcome.last_error else "token_dead"
@@ -242,15 +227,15 @@ class Deliverer:
         self.observer.deactivated(n, done)
 
     async def _dead_letter(self, notification_id: str, reason: str) -> None:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(DEAD_LETTER_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    await self.dead_letters.publish_dead(notification_id, reason)
+            await retry(
+                lambda: self.dead_letters.publish_dead(notification_id, reason),
+                what="dead letter",
+                backoff=DEAD_LETTER_BACKOFF,
+                max_attempts=DEAD_LETTER_ATTEMPTS,
+                event="dead_letter_retry",
+                log_fields={"notification_id": notification_id},
+            )
         except Exception:  # the failure is already stored; only the DLQ entry is missing
             self.observer.dead_letter_failed(notification_id, reason)
             return

@@ -106,12 +106,10 @@ class DeliveryObserver:
 
     # -- outcome ----------------------------------------------------------------------------
 
-    def write_failed(self, notification_id: str, exc: BaseException) -> None:
-        """One outcome write failed (it is retried while the lock is held)."""
+    def write_failed(self, exc: BaseException) -> None:
+        """One outcome write failed (it is retried while the lock is held, and logged as
+        ``outcome_write_failed`` by :func:`notifier.retrying.retry`)."""
         metrics.STORE_ERRORS.labels("complete").inc()
-        log.warning(
-            "outcome_write_failed", notification_id=notification_id, error=type(exc).__name__
-        )
 
     def written(self, n: Notification, outcome: Outcome, started: float) -> None:
         """The outcome write returned (stored, or fenced off: see :meth:`lock_lost`)."""

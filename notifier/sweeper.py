@@ -25,6 +25,7 @@ from typing import Protocol
 from notifier import metrics
 from notifier.logging import get_logger
 from notifier.models import OPEN_STATUSES, utcnow
+from notifier.retrying import Backoff, retry
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore, StoreUnavailable
 
@@ -37,7 +38,10 @@ MAX_TAKES_PER_ROUND = 20
 UNPUBLISHED_GRACE_SECONDS = 30.0
 # A cut-off no publish precedes: with it the lost-wake-up take finds nothing.
 NO_PUBLISH_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
-BACKOFF_MAX_SECONDS = 30.0
+# After a failed publish the broker is down or overloaded (confirms late): the round stops
+# and the next one waits, 2 s doubling up to 30 s (jittered, so that the workers' sweepers
+# do not all come back in step), instead of piling more publishes on it.
+PUBLISH_BACKOFF = Backoff(first_seconds=2.0, max_seconds=30.0, jitter=0.5)
 PUBLISH_CHUNK = 100  # ids per confirmed publish burst, so a busy broker confirms in time
 GAUGE_REFRESH_SECONDS = 12.0
 
@@ -50,6 +54,10 @@ class Publisher(Protocol):
     async def publish_dead(self, notification_id: str, reason: str) -> None: ...
 
     async def queue_depths(self) -> dict[str, int]: ...
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a publish; its ids were unmarked for a later round."""
 
 
 class QueueHead:
@@ -95,34 +103,43 @@ class Sweeper:
         self.queue_depths: dict[str, int] = {}
         self.rounds = 0
         self._last_gauges = float("-inf")
-        # After a failed publish the broker is down or overloaded (confirms late): pause the
-        # rounds, doubling up to BACKOFF_MAX_SECONDS, instead of piling on more publishes.
-        self._failures = 0
-        self._paused_until = float("-inf")
 
     async def run(self) -> None:
         interval = self.settings.sweep_interval_seconds
         while True:
-            try:
-                await self.sweep_once()
-                await self.refresh_gauges(max_age_seconds=GAUGE_REFRESH_SECONDS)
+            try:  # a failed publish: the round is tried again after a backoff
+                await retry(
+                    self._round,
+                    what="sweeper",
+                    backoff=PUBLISH_BACKOFF,
+                    retry_on=PublishFailed,
+                    event="sweeper_paused",
+                )
             except Exception:  # a bug in one round must not stop recovery for good
                 log.exception("sweep_failed")
             # jitter spreads many workers' rounds apart
             await asyncio.sleep(interval * random.uniform(0.5, 1.5))
 
+    async def _round(self) -> None:
+        try:
+            await self.sweep_once()
+        finally:  # the gauges stay fresh while the broker refuses publishes
+            await self.refresh_gauges(max_age_seconds=GAUGE_REFRESH_SECONDS)
+
     async def sweep_once(self) -> int:
-        """One round; returns how many ids it published. Never raises on outages."""
+        """One round; returns how many ids it published. Never raises on store outages.
+
+        Raises :class:`PublishFailed` when the broker did not confirm a publish: the rest of
+        the round is skipped, and the caller backs off (:meth:`run`)."""
         published = 0
-        if asyncio.get_running_loop().time() < self._paused_until:
-            return 0
         try:
             published += await self._recover_locks()
             published += await self._publish_due()
         except StoreUnavailable:
             metrics.STORE_ERRORS.labels("sweep").inc()
             log.warning("sweep_store_unavailable")
-        self.rounds += 1
+        finally:
+            self.rounds += 1
         return published
 
     async def _recover_locks(self) -> int:
@@ -185,25 +202,22 @@ class Sweeper:
             chunk = ids[start : start + PUBLISH_CHUNK]
             try:
                 await self.broker.publish(chunk)
-            except Exception as exc:  # BrokerUnavailable and friends: undo, retry next round
+            except Exception as exc:  # BrokerUnavailable and friends: undo, retry later
                 metrics.BROKER_ERRORS.labels("sweeper_publish").inc()
-                self._failures += 1
-                pause = min(BACKOFF_MAX_SECONDS, 2.0**self._failures)
-                self._paused_until = asyncio.get_running_loop().time() + pause
                 log.warning(
-                    "sweeper_publish_failed",
-                    count=len(ids) - start,
-                    error=type(exc).__name__,
-                    paused_seconds=pause,
+                    "sweeper_publish_failed", count=len(ids) - start, error=type(exc).__name__
                 )
+                self._count_published(published, reason)
                 await self.store.unmark_published(ids[start:])
-                break
-            self._failures = 0
+                raise PublishFailed(reason) from exc
             published += len(chunk)
-        if published:
-            metrics.SWEEPER_REPUBLISHED.labels(reason).inc(published)
-            log.info("sweeper_published", count=published, reason=reason)
+        self._count_published(published, reason)
         return published
+
+    def _count_published(self, count: int, reason: str) -> None:
+        if count:
+            metrics.SWEEPER_REPUBLISHED.labels(reason).inc(count)
+            log.info("sweeper_published", count=count, reason=reason)
 
     async def _dead_letter(self, notification_id: str, reason: str) -> None:
         try:

@@ -3,18 +3,22 @@ lost wake-ups found during a backlog by how far the queue has got (notifier/swee
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
+from structlog.testing import capture_logs
 
+from notifier import sweeper as sweeper_module
 from notifier.broker import Broker, decode
 from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
+from notifier.retrying import Backoff
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
-from notifier.sweeper import QueueHead, Sweeper
+from notifier.sweeper import PublishFailed, QueueHead, Sweeper
 
 
 @pytest.fixture
@@ -157,3 +161,41 @@ async def test_every_publish_is_stamped_and_moves_the_queue_head(
         head.seen(message.timestamp)
         await message.ack()
     assert head.newest is not None and before <= head.newest <= after
+
+
+async def test_a_refused_publish_ends_the_round_and_the_sweeper_retries_after_a_backoff(
+    settings: Settings,
+    store: NotificationStore,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker without a channel refuses the publish: the ids are unmarked, the round
+    stops, and the sweeper runs it again after its backoff, publishing once the broker is
+    back."""
+    monkeypatch.setattr(sweeper_module, "PUBLISH_BACKOFF", Backoff(0.05, 0.1))
+    old = utcnow() - timedelta(minutes=5)  # never published, well past the API's grace
+    [lost] = [r.notification for r in await store.insert_many([note(old)])]
+    down = Broker(settings, broker.connection)  # never declared: no channel to publish on
+    sweeper = Sweeper(settings, store, down)
+
+    with pytest.raises(PublishFailed):
+        await sweeper.sweep_once()
+    doc = await store.get(lost.id)
+    assert doc is not None and doc.published_at is None  # unmarked for a later round
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(sweeper.run())
+        try:
+            async with asyncio.timeout(30):
+                while not any(e["event"] == "sweeper_paused" for e in logs):
+                    await asyncio.sleep(0.01)
+                sweeper.broker = broker  # the broker is back
+                while (doc := await store.get(lost.id)) is None or doc.published_at is None:
+                    await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    paused = next(e for e in logs if e["event"] == "sweeper_paused")
+    assert paused["error"] == "PublishFailed" and 0.025 <= paused["retry_in"] <= 0.05
+    assert not any(e["event"] == "sweep_failed" for e in logs)
+    assert await queued_ids(settings) == [lost.id]

@@ -16,6 +16,7 @@ the documents final and drops them as duplicates).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,6 +35,7 @@ from notifier import metrics
 from notifier.broker import decode, queue_arguments
 from notifier.delivery import Deliverer
 from notifier.logging import get_logger
+from notifier.retrying import Backoff, Stopped, retry
 from notifier.settings import Settings
 from notifier.store.base import StoreUnavailable
 from notifier.sweeper import QueueHead
@@ -43,7 +45,8 @@ log = get_logger(__name__)
 # While the store is down a message is held (not requeued, which would count toward the
 # queue's delivery limit) and its delivery retried, for up to this long; then requeued.
 STORE_HOLD_SECONDS = 30.0
-STORE_RETRY_MAX_DELAY = 2.0
+# jittered: the held messages do not all retry in step against a store that came back
+STORE_RETRY_BACKOFF = Backoff(first_seconds=0.1, max_seconds=2.0, jitter=0.5)
 SETTLE_TIMEOUT_SECONDS = 5.0
 
 
@@ -145,7 +148,7 @@ class Consumer:
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
         self._slots = Slots(max(1, concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self._stop = asyncio.Event()  # set by stop(): ends the store-outage retries at once
 
     async def start(self) -> None:
         """Open the channels and start consuming (robust: restored after a reconnect)."""
@@ -165,7 +168,7 @@ class Consumer:
         """Consuming on every channel (False while the broker is down or after stop)."""
         return (
             bool(self._channels)
-            and not self._stopping
+            and not self._stop.is_set()
             and not self.connection.is_closed
             and all(not channel.is_closed for channel in self._channels)
         )
@@ -181,7 +184,7 @@ class Consumer:
         return len(self._tasks)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
+        if self._stop.is_set():
             return  # left unacked: the broker requeues it when the channel closes
         self.queue_head.seen(message.timestamp)
         task = asyncio.get_running_loop().create_task(self._handle(message))
@@ -201,7 +204,7 @@ class Consumer:
         for start in range(0, len(ids), step):
             part = ids[start : start + step]
             async with self._slots.hold(len(part)) as held:
-                if self._stopping:
+                if self._stop.is_set():
                     return  # this part claimed nothing: left unacked, the broker requeues it
                 # each finished delivery frees its slot at once: a message's stragglers do
                 # not hold back the next message (its ack still waits for all of them)
@@ -215,23 +218,26 @@ class Consumer:
 
     async def _deliver(self, ids: Sequence[str], each_done: Callable[[], None]) -> Settle:
         """Deliver ``ids``; how to settle their message: ``ACK``, ``NACK`` or ``CRASHED``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STORE_HOLD_SECONDS
-        delay = 0.1
-        while True:
-            try:
-                # a retry re-claims every id: those finished meanwhile are dropped as final
-                await self.deliverer.deliver_many(ids, each_done=each_done)
-                return Settle.ACK
-            except StoreUnavailable:
-                if self._stopping or loop.time() + delay > deadline:
-                    log.warning("store_unavailable_requeue", count=len(ids))
-                    return Settle.NACK
-            except Exception:
-                log.exception("delivery_crashed", count=len(ids))
-                return Settle.CRASHED
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
+        try:
+            # a retry re-claims every id: those finished meanwhile are dropped as final
+            await retry(
+                lambda: self.deliverer.deliver_many(ids, each_done=each_done),
+                what="delivery",
+                backoff=STORE_RETRY_BACKOFF,
+                retry_on=StoreUnavailable,
+                stop=self._stop,
+                budget_seconds=STORE_HOLD_SECONDS,
+                event="store_unavailable_retry",
+                level=logging.DEBUG,  # one line per held message and attempt: too many to warn
+                log_fields={"count": len(ids)},
+            )
+        except (StoreUnavailable, Stopped):
+            log.warning("store_unavailable_requeue", count=len(ids))
+            return Settle.NACK
+        except Exception:
+            log.exception("delivery_crashed", count=len(ids))
+            return Settle.CRASHED
+        return Settle.ACK
 
     async def _settle(self, message: AbstractIncomingMessage, how: Settle) -> None:
         if how is Settle.ACK:
@@ -253,7 +259,7 @@ class Consumer:
         Returns True when every delivery finished in time; the rest are cancelled (their
         messages stay unacked and come back; their locks expire and the sweeper recovers).
         """
-        self._stopping = True
+        self._stop.set()
         for queue, tag in self._consumers:
             try:
                 await queue.cancel(tag, timeout=5)

@@ -21,6 +21,7 @@ from notifier.delivery import Deliverer
 from notifier.logging import configure_logging, get_logger
 from notifier.models import Platform
 from notifier.providers.base import Provider
+from notifier.retrying import Backoff, Stopped, retry
 from notifier.settings import Settings
 from notifier.store.batching import BatchedStore
 from notifier.store.factory import open_store
@@ -31,7 +32,8 @@ from workers.http import WorkerState, start_http
 log = get_logger(__name__)
 
 DRAIN_SECONDS = 25.0
-CONNECT_RETRY_MAX_DELAY = 5.0
+# jittered: workers started together do not all knock in step on a service that came back
+CONNECT_BACKOFF = Backoff(first_seconds=0.2, max_seconds=5.0, jitter=0.5)
 T = TypeVar("T")
 
 
@@ -50,16 +52,12 @@ async def _until_connected(
     what: str, stop: asyncio.Event, connect: Callable[[], Awaitable[T]]
 ) -> T | None:
     """Call ``connect()`` until it succeeds (services may start after us); None on stop."""
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            return await connect()
-        except Exception as exc:  # unreachable or refused: log it and keep trying
-            log.warning("connect_failed", what=what, error=type(exc).__name__, retry_in=delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, CONNECT_RETRY_MAX_DELAY)
-    return None
+    try:  # unreachable or refused: logged, and tried again
+        return await retry(
+            connect, what=what, backoff=CONNECT_BACKOFF, stop=stop, event="connect_failed"
+        )
+    except Stopped:
+        return None
 
 
 @contextlib.asynccontextmanager
