@@ -14,6 +14,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from api.edge import CONTENT_CODINGS, abandon_body, unsupported_coding
 from api.keys import SETTINGS
 from api.problems import Problem, field_error
+from api.responses import FieldError
 from api.schemas import MAX_BODY_BYTES
 
 _NUL_ESCAPE = b"\\u0000"
@@ -100,11 +101,11 @@ async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def nul_errors(value: Any, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+def nul_errors(value: Any, loc: tuple[str | int, ...] = ()) -> list[FieldError]:
     """An error for every string (key or value) holding a NUL character, which no store keeps."""
     if isinstance(value, str):
         return [field_error(loc, "must not contain NUL")] if "\x00" in value else []
-    out: list[dict[str, Any]] = []
+    out: list[FieldError] = []
     if isinstance(value, dict):
         for k, v in value.items():
             if "\x00" in k:

@@ -30,6 +30,7 @@ from api.schemas import (
     any_token_pattern,
     payload_rules_text,
 )
+from notifier.models import Platform
 from notifier.providers.spec import SPECS
 
 _REF = "#/components/schemas/{model}"
@@ -75,7 +76,7 @@ def _errors(*codes: int, text: dict[int, str] | None = None) -> dict[str, Any]:
 
 
 _EXAMPLE = {
-    "to": {"platform": "apns", "token": "a1" * 32},
+    "to": {"platform": Platform.APNS.value, "token": "a1" * 32},
     "title": "Hi",
     "body": "text",
     "data": {"k": "v"},
@@ -88,10 +89,10 @@ _EXAMPLES = {
     "BatchRequest": {
         "notifications": [
             _EXAMPLE,
-            {"to": {"platform": "fcm", "token": "fcm-token-1"}, "data": {"k": "v"}},
+            {"to": {"platform": Platform.FCM.value, "token": "fcm-token-1"}, "data": {"k": "v"}},
         ]
     },
-    "DeviceRequest": {"user_id": "u1", "platform": "fcm"},
+    "DeviceRequest": {"user_id": "u1", "platform": Platform.FCM.value},
 }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -29,7 +28,7 @@ class Problem(Exception):
         status: int,
         detail: str,
         *,
-        errors: Sequence[Mapping[str, Any]] | None = None,
+        errors: Sequence[shape.FieldError] | None = None,
         headers: Mapping[str, str] | None = None,
         type_: str | None = None,
     ) -> None:
@@ -49,8 +48,8 @@ class Problem(Exception):
             "status": self.status,
             "detail": self.detail,
         }
-        if self.errors is not None:  # built by field_error
-            body["errors"] = cast(list[shape.FieldError], self.errors)
+        if self.errors is not None:
+            body["errors"] = self.errors
         return body
 
     def response(self) -> web.Response:
@@ -58,14 +57,14 @@ class Problem(Exception):
 
 
 def problem_response(
-    body: Mapping[str, Any], status: int, headers: Mapping[str, str] | None = None
+    body: shape.Problem, status: int, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, content_type=PROBLEM_TYPE, headers=headers
     )
 
 
-def field_error(loc: Iterable[str | int], message: str) -> dict[str, Any]:
+def field_error(loc: Iterable[str | int], message: str) -> shape.FieldError:
     """One entry of ``errors``: a JSON pointer, the location as a list, a message."""
     parts = [p for p in loc if p not in TARGET_TAGS]
     pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
@@ -74,7 +73,7 @@ def field_error(loc: Iterable[str | int], message: str) -> dict[str, Any]:
 
 def validation_errors(
     exc: ValidationError, prefix: Sequence[str | int] = ()
-) -> list[dict[str, Any]]:
+) -> list[shape.FieldError]:
     """Every error of a pydantic validation, as ``errors`` entries (no input values echoed)."""
     out = []
     seen: set[tuple[str, str]] = set()
@@ -87,7 +86,7 @@ def validation_errors(
     return out
 
 
-def unprocessable(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:
+def unprocessable(errors: list[shape.FieldError], detail: str | None = None) -> Problem:
     return Problem(
         422,
         detail or f"{len(errors)} invalid field(s); see errors",

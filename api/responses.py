@@ -153,6 +153,20 @@ class Ready(TypedDict):
     checks: ReadyChecks
 
 
+# Every JSON body a route answers with (problems aside): ``api.views.json_response`` takes
+# only these, so no answer goes out in a shape the OpenAPI document does not describe.
+Answer = (
+    AcceptedOne
+    | AcceptedMany
+    | BatchResults
+    | Notification
+    | NotificationPage
+    | Device
+    | DeviceList
+    | Health
+    | Ready
+)
+
 # component name -> shape, for the OpenAPI document
 SHAPES: dict[str, Any] = {
     "Problem": Problem,

@@ -14,7 +14,9 @@ from api.schemas import NotificationRequest
 from notifier.models import Device, Notification, Status, Target, new_id
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
+def json_response(body: shape.Answer, status: int = 200) -> web.Response:
+    """A JSON answer; only a shape of ``api/responses.py``, the ones the OpenAPI document
+    describes."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 

@@ -90,6 +90,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_kind", kinds, indirect=True, scope="session")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move tests marked ``disruptive`` (they stop a shared service: RabbitMQ, PostgreSQL) to
+    the end of the run, keeping the order within each part.
+
+    trylast: pytest's own hook groups the tests by session-scoped parameters (each store's
+    tests together); ours runs after it, so a restart never lands between two tests that
+    share a connection, whatever the files are called."""
+    disruptive = [item for item in items if item.get_closest_marker("disruptive") is not None]
+    if disruptive:
+        rest = [item for item in items if item.get_closest_marker("disruptive") is None]
+        items[:] = rest + disruptive
+
+
 @pytest.fixture(scope="session")
 def services() -> None:
     """RabbitMQ, PostgreSQL and MongoDB answer (ensured at session start)."""

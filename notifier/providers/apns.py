@@ -229,7 +229,7 @@ class ProviderToken:
             claims, self._key, algorithm="ES256", headers={"kid": self._key_id}
         )
         self._issued_at = now
-        AUTH_TOKEN_REFRESHES.labels(provider="apns").inc()
+        AUTH_TOKEN_REFRESHES.labels(provider=Platform.APNS.value).inc()
 
 
 class ApnsProvider:
@@ -310,5 +310,5 @@ class ApnsProvider:
         await self._http.close()
 
 
-_responses = ResponseCounter("apns", _KNOWN)
+_responses = ResponseCounter(Platform.APNS.value, _KNOWN)
 _recorded = _responses.record

@@ -226,5 +226,5 @@ def _redacted(result: PushResult, token: str) -> PushResult:
     return result
 
 
-_responses = ResponseCounter("fcm", _KNOWN_CODES)
+_responses = ResponseCounter(Platform.FCM.value, _KNOWN_CODES)
 _recorded = _responses.record

@@ -24,6 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from notifier.logging import get_logger
 from notifier.metrics import AUTH_TOKEN_REFRESHES
+from notifier.models import Platform
 from notifier.providers.http2 import HttpTransport, TransportFailure
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -169,7 +170,7 @@ class AccessTokenSource:
             log.warning("fcm_token_fetch_failed", kind=exc.kind, detail=exc.detail)
             raise TokenFetchError(exc.kind, exc.detail) from None
         token, expires_in = _parse_token_response(response.status, response.body)
-        AUTH_TOKEN_REFRESHES.labels(provider="fcm").inc()
+        AUTH_TOKEN_REFRESHES.labels(provider=Platform.FCM.value).inc()
         margin = min(_EARLY_REFRESH_SECONDS, expires_in / 2)
         self._token = token
         self._refresh_at = now + expires_in - margin

@@ -3,7 +3,7 @@ answers' shapes; it is valid OpenAPI 3.1."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import jsonschema_rs
@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from api.openapi import openapi_document
-from api.responses import SHAPES
-from api.schemas import PAYLOAD_LIMIT
+from api.responses import SHAPES, Answer
+from api.schemas import PAYLOAD_LIMIT, BatchRequest, DeviceRequest, NotificationRequest
 from notifier.models import AttemptOutcome, Platform, Priority, Status
 from notifier.providers.spec import SPECS
 from tests.api.conftest import APNS_TOKEN, Api
@@ -85,6 +85,33 @@ def test_answer_schemas_are_the_shapes_the_views_build() -> None:
     for name, shape in SHAPES.items():
         if isinstance(shape, type):  # a TypedDict; unions are checked through their members
             assert set(schemas[name]["properties"]) == set(shape.__annotations__), name
+
+
+def test_every_shape_a_view_may_answer_with_is_a_documented_schema() -> None:
+    """``json_response`` takes only ``Answer`` (mypy holds the views to it): each of its
+    shapes is a component of the document, with the same fields."""
+    schemas = DOCUMENT["components"]["schemas"]
+    for shape in get_args(Answer):
+        assert shape.__name__ in schemas, shape.__name__
+        assert set(schemas[shape.__name__]["properties"]) == set(shape.__annotations__)
+
+
+@pytest.mark.parametrize("model", [NotificationRequest, BatchRequest, DeviceRequest])
+def test_the_documented_request_examples_are_accepted(model: Any) -> None:
+    """The examples in the document keep the provider rules the API enforces (tokens,
+    platforms), so a client copying one gets a 2xx, not a 422."""
+    name = model.__name__
+    examples = [
+        media["example"]
+        for item in DOCUMENT["paths"].values()
+        for operation in item.values()
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+        if media["schema"] == {"$ref": f"#/components/schemas/{name}"}
+    ]
+    assert examples, name
+    for example in examples:
+        model.model_validate(example)
+        assert _validator(DOCUMENT["components"]["schemas"][name]).is_valid(example)
 
 
 def _validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:

@@ -1,5 +1,6 @@
 """Store restarted mid-run: nothing lost, nothing pushed twice (docs/design.md 7, invariants 1
-and 2). Runs last (file name) because it stops and starts the shared PostgreSQL."""
+and 2). Marked ``disruptive`` (so it runs after every other test, tests/conftest.py) because
+it stops and starts the shared PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.workers.processes import (
     unhealthy,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.disruptive]
 
 
 def services(command: str) -> None:

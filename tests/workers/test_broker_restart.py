@@ -1,5 +1,6 @@
-"""Broker restarted mid-run: nothing lost. Runs last in this package (file name) because it
-briefly stops the shared RabbitMQ app (``stop_app``/``start_app``) for everyone."""
+"""Broker restarted mid-run: nothing lost. Marked ``disruptive`` (so it runs after every
+other test, tests/conftest.py) because it briefly stops the shared RabbitMQ app
+(``stop_app``/``start_app``) for everyone."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support import wait_for
 from tests.workers.conftest import WorkerPool, wait_final
 from tests.workers.processes import publish_to_slow_tokens, stat_reaches, unhealthy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.disruptive]
 
 
 def rabbitmqctl(*args: str) -> None:
