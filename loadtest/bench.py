@@ -40,11 +40,12 @@ from loadtest.driver import (
 from loadtest.resources import ResourceSampler
 from notifier.apikeys import create_key
 from notifier.settings import load_settings
-from notifier.stack.components import StackConfig
-from notifier.stack.lifecycle import records_by_name, scale_workers
-from notifier.stack.processes import check_health, process_of
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
+from notifier_tools.procs import check_health
+from notifier_tools.stack.components import StackConfig
+from notifier_tools.stack.lifecycle import records_by_name, scale_workers
+from notifier_tools.stack.processes import process_of
 
 console = Console(stderr=False)
 

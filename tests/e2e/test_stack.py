@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from notifier.stack.processes import load_records, port_in_use
+from notifier_tools.procs import port_in_use
+from notifier_tools.stack.processes import load_records
 from tests.conftest import AMQP_URL, own_database
 
 pytestmark = pytest.mark.slow
@@ -148,9 +149,7 @@ def test_status_shows_every_component_healthy(stack: Stack) -> None:
         assert str(pid) in line and "running" in line and " ok " in line
 
 
-def test_bench_loses_nothing_and_duplicates_nothing(
-    stack: Stack, standin_saturates: None
-) -> None:
+def test_bench_loses_nothing_and_duplicates_nothing(stack: Stack, standin_saturates: None) -> None:
     total = stack.sized(3000)
     summary = stack.bench("--notifications", str(total), "--drain-timeout", "90")
     assert summary["submit"]["accepted"] == total
