@@ -10,8 +10,9 @@ from api.body import has_nul, read_json
 from api.keys import APP_NAME, STORE
 from api.problems import Problem, field_error, unprocessable, validation_errors
 from api.schemas import DeviceRequest, check_token
-from api.views import device_json, json_response
+from api.views import device_json
 from notifier.models import utcnow
+from notifier.web import json_response
 
 
 async def put_device(request: web.Request) -> web.Response:

@@ -30,13 +30,13 @@ from api.views import (
     accepted_status,
     build_notification,
     fingerprint,
-    json_response,
     notification_json,
 )
 from api.writer import Writer
 from notifier.metrics import ACCEPTED
 from notifier.models import Notification, Target, utcnow
 from notifier.store.base import CancelResult, InsertResult, NotificationStore, StoreUnavailable
+from notifier.web import json_response
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 

@@ -11,10 +11,10 @@ from api import responses as shape
 from api.keys import LINK, STORE
 from api.openapi import openapi_document
 from api.problems import Problem
-from api.views import json_response
 from notifier.broker import BrokerUnavailable
 from notifier.metrics import API_REGISTRY, CONTENT_TYPE, render
 from notifier.store.base import StoreUnavailable
+from notifier.web import json_response
 
 READY_TIMEOUT_SECONDS = 2.0
 

@@ -7,15 +7,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from api import responses as shape
 from api.schemas import NotificationRequest
 from notifier.models import Device, Notification, Status, Target, new_id
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def fingerprint(body: Any) -> str:
