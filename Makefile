@@ -28,7 +28,7 @@ stop:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check notifier api workers emulator
+	$(VENV)/bin/ruff format --check notifier api workers emulator notifier_tools
 	$(VENV)/bin/mypy
 
 test: services lint
