@@ -65,10 +65,10 @@ def check_health(
         return port_in_use(int(port), host)
     if not url.startswith(("http://", "https://")):
         return False
-    context = None
-    if url.startswith("https"):
-        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
     try:
+        context = None  # made inside: the CA file may not exist yet while the server starts
+        if url.startswith("https"):
+            context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
         with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310
             if not 200 <= int(resp.status) < 300:
                 return False
