@@ -12,12 +12,13 @@ from aiohttp import web
 from api import responses as shape
 from api.schemas import NotificationRequest
 from notifier.models import Device, Notification, Status, Target, new_id
+from notifier.web import json_response as web_json_response
 
 
 def json_response(body: shape.Answer, status: int = 200) -> web.Response:
     """A JSON answer; only a shape of ``api/responses.py``, the ones the OpenAPI document
-    describes."""
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    describes (the typed door to :func:`notifier.web.json_response`)."""
+    return web_json_response(body, status)
 
 
 def fingerprint(body: Any) -> str:

@@ -1,22 +1,24 @@
-"""Starting an emulator subprocess for tests and benchmarks: :func:`run_emulator`."""
+"""Starting an emulator subprocess for tests and benchmarks: :func:`run_emulator`.
+
+Tooling, not the emulator server: it needs the tools extra (``notifier_tools.procs``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import signal
-import socket
+import json
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from emulator.control import EmulatorControl
 from emulator.keys import ensure_keys
+from notifier_tools import procs
+from notifier_tools.procs import free_port
+
+__all__ = ["EmulatorHandle", "free_port", "run_emulator"]
 
 START_TIMEOUT = 20.0
 
@@ -33,50 +35,15 @@ class EmulatorHandle:
     keys_dir: Path = field(default=Path())
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now, below the kernel's ephemeral range (32768+).
+def _ours(pid: int) -> Callable[[bytes], bool]:
+    """Accept a health answer only from this process: granian binds with SO_REUSEPORT."""
 
-    A port the kernel hands out for ``bind(0)`` is an ephemeral one, which any outgoing
-    connection (of the very processes a test starts) may take before the server binds it.
-    """
-    for _ in range(500):
-        port = random.randrange(20_000, 32_000)
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
-
-
-async def _wait_ready(process: asyncio.subprocess.Process, control: EmulatorControl) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + START_TIMEOUT
-    while True:
-        if process.returncode is not None:
-            raise RuntimeError(f"emulator exited with {process.returncode} at start")
-        with suppress(httpx.HTTPError, OSError):
-            health = await control.health()
-            # granian binds with SO_REUSEPORT: make sure the answer is ours
-            if health.get("pid") == process.pid:
-                return
+    def accept(body: bytes) -> bool:
+        if json.loads(body).get("pid") != pid:
             raise RuntimeError("another server answers on the emulator's port")
-        if loop.time() > deadline:
-            raise RuntimeError(f"emulator did not answer within {START_TIMEOUT}s")
-        await asyncio.sleep(0.05)
+        return True
 
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            with suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            await process.wait()
+    return accept
 
 
 @asynccontextmanager
@@ -87,23 +54,19 @@ async def run_emulator(
     port = free_port(host)
     endpoint = f"https://{host}:{port}"
     keys = await asyncio.to_thread(ensure_keys, keys_dir, endpoint)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "emulator",
-        "--keys",
-        str(keys_dir),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--token-lifetime",
-        str(token_lifetime),
-        stdout=asyncio.subprocess.DEVNULL,
-    )
+    argv = [sys.executable, "-m", "emulator", "--keys", str(keys_dir), "--host", host]
+    argv += ["--port", str(port), "--token-lifetime", str(token_lifetime)]
+    process = procs.spawn(argv)
     control = EmulatorControl(endpoint, keys.ca_file)
     try:
-        await _wait_ready(process, control)
+        await procs.await_healthy(
+            f"{endpoint}/_emulator/health",
+            alive=process,
+            timeout=START_TIMEOUT,
+            ca_file=keys.ca_file,
+            accept=_ours(process.pid),
+            name="emulator",
+        )
         yield EmulatorHandle(
             endpoint=endpoint,
             ca_file=keys.ca_file,
@@ -114,4 +77,4 @@ async def run_emulator(
         )
     finally:
         await control.close()
-        await _stop(process)
+        await procs.astop(process, timeout=10)

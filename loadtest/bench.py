@@ -40,11 +40,12 @@ from loadtest.driver import (
 from loadtest.resources import ResourceSampler
 from notifier.apikeys import create_key
 from notifier.settings import load_settings
-from notifier.stack.components import StackConfig
-from notifier.stack.lifecycle import records_by_name, scale_workers
-from notifier.stack.processes import check_health, process_of
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
+from notifier_tools.procs import check_health
+from notifier_tools.stack.components import StackConfig
+from notifier_tools.stack.lifecycle import records_by_name, scale_workers
+from notifier_tools.stack.processes import StackError, process_of
 
 console = Console(stderr=False)
 
@@ -152,7 +153,10 @@ class _Run:
         if killer is not None:
             await self._until_pushed(baseline, len(stats.ids))
             stop.set()
-            await killer
+            try:
+                await killer
+            except StackError as exc:  # a killed worker did not come back: drain what runs
+                self.progress.console.print(f"kills stopped: {exc}")
         return stats
 
     async def _until_pushed(self, baseline: int, accepted: int) -> None:
@@ -326,6 +330,9 @@ def main(argv: list[str]) -> int:
         summary = asyncio.run(run_bench(args, config))
     except KeyboardInterrupt:
         return 130
+    except StackError as exc:  # the stack is not (or no longer) running as it should
+        print(f"notifier bench: {exc}", file=sys.stderr)
+        return 1
     console.print(_table(summary))
     path = args.json or Path(args.run_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ import aiohttp
 import orjson
 
 from notifier.models import OPEN_STATUSES, Status
-from notifier.stack.components import StackConfig
-from notifier.stack.lifecycle import restart_worker
-from notifier.stack.processes import kill, load_records, process_of
+from notifier_tools.stack.components import StackConfig
+from notifier_tools.stack.lifecycle import restart_worker
+from notifier_tools.stack.processes import kill, load_records, process_of
 
 RETRY_STATUSES = frozenset({429})
 MAX_RETRIES = 50

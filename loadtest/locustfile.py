@@ -32,7 +32,7 @@ from locust import HttpUser, between, constant_pacing, events, task
 from locust.env import Environment
 
 from loadtest.accounting import account, format_report, statuses_from_deliveries
-from notifier.stack.components import StackConfig
+from notifier_tools.stack.components import StackConfig
 
 RUN_DIR = Path(os.environ.get("LOADTEST_RUN_DIR", ".run/stack")).resolve()
 STACK = StackConfig.load(RUN_DIR)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from notifier.stack.processes import load_records, process_of
+from notifier_tools.stack.processes import load_records, process_of
 
 SERVICE_PORTS = {"rabbitmq": 5672, "postgresql": 5432}
 MIN_SAMPLE_INTERVAL_SECONDS = 1.0

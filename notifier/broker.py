@@ -10,13 +10,20 @@ the broker's confirm. A work message carries up to :data:`IDS_PER_MESSAGE` ids a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from notifier.settings import Settings
 
@@ -137,6 +144,19 @@ class Broker:
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
 
+    async def publish_body(self, body: bytes, *, dead: bool = False) -> None:
+        """Publish a body as it is to the work queue (``dead``: the dead-letter queue), for
+        messages this module did not encode: old forms, garbage in tests."""
+        channel = self._require_channel()
+        assert self._dlx is not None
+        exchange, queue = (
+            (self._dlx, self.settings.dead_letter_queue)
+            if dead
+            else (channel.default_exchange, self.settings.queue)
+        )
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await exchange.publish(message, routing_key=queue, timeout=PUBLISH_TIMEOUT_SECONDS)
+
     async def publish_dead(self, notification_id: str, reason: str) -> None:
         """Put a notification id on the dead-letter queue, with the reason."""
         self._require_channel()
@@ -174,6 +194,31 @@ class Broker:
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+async def consuming_channel(
+    connection: AbstractConnection, settings: Settings, prefetch: int
+) -> tuple[AbstractChannel, AbstractQueue]:
+    """A channel of its own for a consumer, with ``prefetch``, and the work queue declared
+    on it as :meth:`Broker.declare` does (so whichever process comes first creates it)."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    queue = await channel.declare_queue(
+        settings.queue, durable=True, arguments=queue_arguments(settings)
+    )
+    return channel, queue
+
+
+@asynccontextmanager
+async def existing_queue(connection: AbstractConnection, name: str) -> AsyncIterator[AbstractQueue]:
+    """The queue ``name`` (which must exist: declared passively) on a fresh channel, closed on
+    leaving: for reading the dead letters, and for tests that look into a queue. A fresh
+    channel, because a robust one answers a repeated declare from its cache."""
+    channel = await connection.channel()
+    try:
+        yield await channel.declare_queue(name, passive=True)
+    finally:
+        await channel.close()
 
 
 async def delete_queues(settings: Settings) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,13 +98,34 @@ def _settings(*, beside_stack: bool = False) -> Settings:
     return settings
 
 
+# Tooling outside the product package, run only when its extra is installed: the modules
+# each command needs, and the extra that brings them. The product never imports these.
+TOOLING: dict[str, tuple[str, tuple[str, ...]]] = {
+    "emulator": ("emulator", ("emulator", "granian", "trustme")),
+    "stack": ("tools", ("notifier_tools", "emulator", "granian", "psutil", "httpx")),
+    "bench": ("tools", ("loadtest", "notifier_tools", "emulator", "granian", "psutil", "rich")),
+}
+
+
+def _missing_extra(command: str) -> str | None:
+    """The one line to print when ``command``'s extra is not installed, else None."""
+    extra, modules = TOOLING[command]
+    if all(importlib.util.find_spec(name) is not None for name in modules):
+        return None
+    return f"notifier {command} needs the {extra} extra: pip install 'notifier[{extra}]'"
+
+
 def _pass_through(command: str, rest: list[str]) -> int:
+    if command in TOOLING and (missing := _missing_extra(command)) is not None:
+        print(missing, file=sys.stderr)
+        return 2
+    # The only imports of tooling in the core (tests/test_product_only.py holds it so).
     if command == "emulator":
         from emulator import main as emulator_main
 
         return emulator_main(rest)
     if command == "stack":
-        from notifier.stack import main as stack_main
+        from notifier_tools.stack import main as stack_main
 
         return stack_main(rest)
     if command == "bench":

@@ -20,8 +20,8 @@ from notifier.settings import (
     load_settings_beside_stack,
     read_settings_file,
 )
-from notifier.stack.components import StackConfig
 from notifier.store import open_store
+from notifier_tools.stack.components import StackConfig
 from tests.conftest import AMQP_URL, ROOT
 
 

@@ -32,7 +32,7 @@ from aio_pika.abc import (
 )
 
 from notifier import metrics
-from notifier.broker import decode, queue_arguments
+from notifier.broker import consuming_channel, decode
 from notifier.delivery import Deliverer
 from notifier.logging import get_logger
 from notifier.retrying import Backoff, Stopped, retry
@@ -153,11 +153,7 @@ class Consumer:
     async def start(self) -> None:
         """Open the channels and start consuming (robust: restored after a reconnect)."""
         for _ in range(self.channel_count):
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=self.prefetch)
-            queue = await channel.declare_queue(
-                self.settings.queue, durable=True, arguments=queue_arguments(self.settings)
-            )
+            channel, queue = await consuming_channel(self.connection, self.settings, self.prefetch)
             tag = await queue.consume(self._on_message)
             self._channels.append(channel)
             self._consumers.append((queue, tag))

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from notifier.broker import Broker, BrokerUnavailable, decode
+from notifier.broker import Broker, BrokerUnavailable, decode, existing_queue
 from notifier.models import OPEN_STATUSES, utcnow
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore, StoreUnavailable
@@ -66,11 +66,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         broker = await Broker.connect(settings)
         try:
-            channel = await broker.connection.channel()
-            queue = await channel.declare_queue(settings.dead_letter_queue, passive=True)
-            if args.command == "list":
-                return await _list(queue, store, args.limit, args.json)
-            return await _replay(queue, store, broker, args.limit)
+            async with existing_queue(broker.connection, settings.dead_letter_queue) as queue:
+                if args.command == "list":
+                    return await _list(queue, store, args.limit, args.json)
+                return await _replay(queue, store, broker, args.limit)
         finally:
             await broker.close()
     finally:

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from notifier import metrics
@@ -15,6 +14,7 @@ from notifier.broker import Broker
 from notifier.delivery import Deliverer
 from notifier.store.base import NotificationStore
 from notifier.sweeper import Sweeper
+from notifier.web import json_response
 from workers.consumer import Consumer
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -34,10 +34,6 @@ class WorkerState:
 
 
 STATE_KEY = web.AppKey("state", WorkerState)
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -66,7 +62,7 @@ async def _health(request: web.Request) -> web.Response:
         "broker": broker_ok,
         "store": store_ok,
     }
-    return _json(body, 200 if healthy else 503)
+    return json_response(body, 200 if healthy else 503)
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -90,7 +86,7 @@ async def _stats(request: web.Request) -> web.Response:
         "by_status": sweeper.by_status,
         "queue_depths": sweeper.queue_depths,
     }
-    return _json(body)
+    return json_response(body)
 
 
 def build_app(state: WorkerState) -> web.Application:

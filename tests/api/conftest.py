@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from notifier.apikeys import generate_key, hash_key
-from notifier.broker import Broker, decode, delete_queues
+from notifier.broker import Broker, decode, delete_queues, existing_queue
 from notifier.models import Status, utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
@@ -71,9 +71,7 @@ class Api:
         Reads every message without ack, requeues them all and waits until the queue holds
         them again, so the next call sees the same. A fresh channel: a robust one caches.
         """
-        channel = await self.broker.connection.channel()
-        try:
-            queue = await channel.declare_queue(self.settings.queue, passive=True)
+        async with existing_queue(self.broker.connection, self.settings.queue) as queue:
             messages: list[AbstractIncomingMessage] = []
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
                 messages.append(message)
@@ -82,13 +80,11 @@ class Api:
 
             async def ready() -> bool:
                 # at least: the API may publish meanwhile (a replay's publish, for one)
-                declared = await channel.declare_queue(self.settings.queue, passive=True)
-                return declared.declaration_result.message_count >= len(messages)
+                declared = await queue.declare()
+                return declared.message_count >= len(messages)
 
             await wait_for(ready, timeout=10, what="the read messages back in the queue")
             return [i for m in messages for i in decode(m.body) or ()]
-        finally:
-            await channel.close()
 
     async def new_key(self, app_name: str | None = None) -> str:
         key = generate_key()

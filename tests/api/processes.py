@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import aiohttp
-
-from emulator.testing import free_port
 from notifier.settings import Settings
-from tests.support import wait_for
+from notifier_tools import procs
+from notifier_tools.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,41 +37,17 @@ def spawn_api(
     """``python -m notifier api --port P`` on loopback; its output goes to ``log``.
 
     ``extra_env``: more variables for the process (``NOTIFIER_...=value``)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "notifier", "api", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=settings_env(settings, **extra_env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [sys.executable, "-m", "notifier", "api", "--host", "127.0.0.1", "--port", str(port)]
+    return procs.spawn(argv, log=log, env=settings_env(settings, **extra_env), cwd=ROOT)
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    async with aiohttp.ClientSession() as session:
-
-        async def up() -> bool:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"process exited with {proc.returncode}")
-            try:
-                async with session.get(url) as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_for(up, timeout=30, what=f"{url} healthy")
+    await procs.await_healthy(url, alive=proc, timeout=30, name=url)
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int | None:
     """Signal the process (by its own PID) and reap it."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return procs.stop(proc, sig)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from emulator.testing import free_port, run_emulator
-from notifier.promconf import render_local_prometheus_config
+from notifier_tools.promconf import render_local_prometheus_config
 from tests.conftest import AMQP_URL
 from tests.support import wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
-from notifier.nginxconf import TEMPLATE, render_nginx_config, substitute, upstream_servers
+from notifier_tools.nginxconf import TEMPLATE, render_nginx_config, substitute, upstream_servers
 
 from .helpers import load_compose
 

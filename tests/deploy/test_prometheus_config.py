@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from notifier.promconf import render_local_prometheus_config
+from notifier_tools.promconf import render_local_prometheus_config
 
 from .helpers import (
     DASHBOARDS,

@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from notifier.stack.processes import load_records, port_in_use
+from notifier_tools.procs import port_in_use
+from notifier_tools.stack.processes import load_records
 from tests.conftest import AMQP_URL, STANDIN_RATE, own_database
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from emulator.testing import free_port
-from notifier.stack.processes import (
+from notifier_tools.procs import check_health, free_port
+from notifier_tools.stack.processes import (
     PidRecord,
     StackError,
-    check_health,
     kill,
     load_records,
     process_of,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.stack.cli import _parser, _store_url
-from notifier.stack.components import DEFAULT_MONGODB_URL, DEFAULT_PG_URL, StackConfig
-from notifier.stack.processes import StackError
+from notifier_tools.stack.cli import _parser, _store_url
+from notifier_tools.stack.components import DEFAULT_MONGODB_URL, DEFAULT_PG_URL, StackConfig
+from notifier_tools.stack.processes import StackError
 
 ATLAS = "mongodb://db.example:27017/notifier?replicaSet=rs0"
 OTHER_PG = "postgresql://u:p@127.0.0.1:5433/other"

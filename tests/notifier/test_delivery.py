@@ -13,7 +13,7 @@ import aio_pika
 import orjson
 import pytest
 
-from notifier.broker import Broker
+from notifier.broker import Broker, existing_queue
 from notifier.delivery import Deliverer, DeliveryResult
 from notifier.models import Notification, Platform, Status, utcnow
 from notifier.providers.base import PushOutcome, PushResult
@@ -71,12 +71,11 @@ async def deliverer() -> AsyncIterator[MakeDeliverer]:
 async def dead_letters(settings: Settings) -> list[dict[str, str]]:
     connection = await aio_pika.connect(settings.amqp_url)
     try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(settings.dead_letter_queue, passive=True)
-        found = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            found.append(orjson.loads(message.body))
-        return found
+        async with existing_queue(connection, settings.dead_letter_queue) as queue:
+            found = []
+            while (message := await queue.get(no_ack=True, fail=False)) is not None:
+                found.append(orjson.loads(message.body))
+            return found
     finally:
         await connection.close()
 

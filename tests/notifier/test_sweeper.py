@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from notifier import sweeper as sweeper_module
-from notifier.broker import Broker, decode
+from notifier.broker import Broker, decode, existing_queue
 from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
 from notifier.retrying import Backoff
 from notifier.settings import Settings
@@ -66,9 +66,7 @@ async def queued_ids(settings: Settings) -> list[str]:
     """Every id waiting in the work queue (consumed and acked: the test's own queue)."""
     ids: list[str] = []
     connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(settings.queue, ensure=False)
+    async with connection, existing_queue(connection, settings.queue) as queue:
         while (message := await queue.get(fail=False)) is not None:
             ids += decode(message.body) or []
             await message.ack()
@@ -153,9 +151,7 @@ async def test_every_publish_is_stamped_and_moves_the_queue_head(
     await broker.publish([new_id()])
     after = datetime.now(UTC)
     connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(settings.queue, ensure=False)
+    async with connection, existing_queue(connection, settings.queue) as queue:
         message = await queue.get(timeout=5)
         head = QueueHead()
         head.seen(message.timestamp)

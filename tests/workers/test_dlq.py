@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import aio_pika
 import pytest
 
-from notifier.broker import DLX_EXCHANGE, Broker
+from notifier.broker import Broker
 from notifier.delivery import Deliverer, DeliveryResult
 from notifier.models import Platform, Status
 from notifier.providers.base import PushOutcome, PushResult
@@ -41,9 +40,7 @@ async def test_list_shows_reasons_without_consuming_and_replay_resends(
         settings=settings, store=batched, providers={Platform.FCM: provider}, dead_letters=broker
     )
     assert await d.deliver(note.id) is DeliveryResult.FAILED
-    channel = await broker.connection.channel()
-    exchange = await channel.get_exchange(DLX_EXCHANGE)
-    await exchange.publish(aio_pika.Message(b"garbage"), routing_key=settings.dead_letter_queue)
+    await broker.publish_body(b"garbage", dead=True)
     assert await _depths(broker) == (0, 2)
 
     assert await asyncio.to_thread(dlq.main, settings, ["list"]) == 0
@@ -63,7 +60,6 @@ async def test_list_shows_reasons_without_consuming_and_replay_resends(
     assert await d.deliver(note.id) is DeliveryResult.SENT
     stored = await store.get(note.id)
     assert stored is not None and stored.status is Status.SENT and stored.attempts == 2
-    await channel.close()
     await batched.close()
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import aio_pika
 import orjson
 import pytest
 
-from notifier.broker import IDS_PER_MESSAGE, Broker, decode, encode, encode_ids
+from notifier.broker import IDS_PER_MESSAGE, Broker, decode, encode, encode_ids, existing_queue
 from notifier.models import Status
 from notifier.store.base import NotificationStore
 from tests.support import wait_for
@@ -42,15 +41,11 @@ def test_decode_reads_both_forms_and_rejects_garbage(body: bytes, ids: list[str]
 
 
 async def _work_messages(broker: Broker) -> list[list[str] | None]:
-    channel = await broker.connection.channel()
-    try:
-        queue = await channel.declare_queue(broker.settings.queue, passive=True)
+    async with existing_queue(broker.connection, broker.settings.queue) as queue:
         found: list[list[str] | None] = []
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             found.append(decode(message.body))
         return found
-    finally:
-        await channel.close()
 
 
 async def test_publish_packs_ids_into_messages(broker: Broker) -> None:
@@ -66,15 +61,10 @@ async def test_multi_id_and_old_messages_deliver_each_open_id_once(
 ) -> None:
     notes = [make_notification() for _ in range(30)]
     ids = await insert_and_publish(store, None, notes)
-    channel = await broker.connection.channel()
     bodies = [encode_ids(ids[:20]), encode_ids(ids[10:30]), encode(ids[29])]  # overlapping
     bodies += [orjson.dumps({"ids": [ids[0], "0190000f-0000-7000-8000-000000000000"]})]
     for body in bodies:
-        await channel.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=broker.settings.queue,
-        )
-    await channel.close()
+        await broker.publish_body(body)
     proc = await workers.start(concurrency=8)  # smaller than a message: delivered in parts
     final = await wait_final(store, ids, timeout=30)
     assert {n.status for n in final.values()} == {Status.SENT}

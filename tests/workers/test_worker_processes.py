@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import aio_pika
 import pytest
 
 from notifier.broker import Broker
@@ -209,11 +208,8 @@ async def test_garbage_message_goes_to_the_dead_letter_queue_and_the_worker_carr
     workers: WorkerPool, store: NotificationStore, broker: Broker
 ) -> None:
     proc = await workers.start(concurrency=4)
-    channel = await broker.connection.channel()
     for body in (b"\x00\xffnot json", b'{"no": "id"}', b"[]"):
-        await channel.default_exchange.publish(
-            aio_pika.Message(body), routing_key=broker.settings.queue
-        )
+        await broker.publish_body(body)
     ids = await insert_and_publish(store, broker, [make_notification()])
     final = await wait_final(store, ids, timeout=20)
     assert final[ids[0]].status is Status.SENT
@@ -221,7 +217,6 @@ async def test_garbage_message_goes_to_the_dead_letter_queue_and_the_worker_carr
         lambda: _dead_depth(broker, 3), timeout=10, what="3 garbage messages dead-lettered"
     )
     assert await proc.healthy()
-    await channel.close()
 
 
 async def _dead_depth(broker: Broker, n: int) -> bool:

@@ -12,7 +12,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from notifier.stack.components import (
+from notifier_tools.procs import port_in_use
+from notifier_tools.stack.components import (
     START_ORDER,
     Component,
     StackConfig,
@@ -23,11 +24,10 @@ from notifier.stack.components import (
     render_prometheus,
     worker_component,
 )
-from notifier.stack.processes import (
+from notifier_tools.stack.processes import (
     PidRecord,
     StackError,
     load_records,
-    port_in_use,
     process_of,
     spawn,
     stop,

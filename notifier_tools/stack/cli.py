@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from notifier.stack.components import (
+from notifier_tools.procs import check_health
+from notifier_tools.stack.components import (
     DEFAULT_AMQP_URL,
     DEFAULT_MONGODB_URL,
     DEFAULT_PG_URL,
     Ports,
     StackConfig,
 )
-from notifier.stack.lifecycle import (
+from notifier_tools.stack.lifecycle import (
     bring_down,
     bring_up,
     ensure_api_key,
@@ -23,7 +24,7 @@ from notifier.stack.lifecycle import (
     run_services,
     scale_workers,
 )
-from notifier.stack.processes import StackError, check_health, process_of
+from notifier_tools.stack.processes import StackError, process_of
 
 DEFAULT_RUN_DIR = ".run/stack"
 _PORTS = Ports()
@@ -138,7 +139,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         _say(f"API key: in {config.api_key_file}")
     if not args.no_smoke:
-        from notifier.stack.smoke import run_smoke
+        from notifier_tools.stack.smoke import run_smoke
 
         run_smoke(config, key, _say)
     _print_where_to_look(config)
@@ -195,7 +196,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(f"no stack in {run_dir} (run `notifier stack up`)")
         return 1
     records = records_by_name(config)
-    from notifier.stack.components import all_components
+    from notifier_tools.stack.components import all_components
 
     names = [c.name for c in all_components(config)]
     names += sorted(set(records) - set(names))

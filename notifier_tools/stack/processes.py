@@ -10,18 +10,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import ssl
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import psutil
+
+from notifier_tools import procs
 
 STOP_TIMEOUT_SECONDS = 30.0  # a worker drains its in-flight deliveries for up to 25 s
 
@@ -107,15 +103,7 @@ def spawn(
     """Start ``argv`` detached (own session, output to ``logs/<name>.log``) and record it."""
     log_path = logs_dir / f"{name}.log"
     with open_private_log(log_path) as log:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
+        proc = procs.spawn(argv, log=log, env=env, cwd=cwd, detached=True)
     try:
         create_time = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess as exc:
@@ -134,27 +122,6 @@ def spawn(
     return record
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def check_health(url: str, *, ca_file: str | None = None, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers 2xx (``tcp://host:port``: when the port accepts)."""
-    if url.startswith("tcp://"):
-        host, _, port = url.removeprefix("tcp://").partition(":")
-        return port_in_use(int(port), host)
-    if not url.startswith(("http://", "https://")):
-        return False
-    try:
-        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310
-            return 200 <= int(resp.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def wait_healthy(
     record: PidRecord,
     *,
@@ -162,17 +129,18 @@ def wait_healthy(
     extra: Callable[[], bool] | None = None,
 ) -> None:
     """Wait until the component answers its health check; fail early if it exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not running(record):
-            raise StackError(f"{record.name} exited during start-up:\n{log_tail(record.log)}")
-        if check_health(record.health_url, ca_file=record.ca_file) and (extra is None or extra()):
-            return
-        time.sleep(0.1)
-    raise StackError(
-        f"{record.name} not healthy after {timeout:.0f}s at {record.health_url}:\n"
-        f"{log_tail(record.log)}"
-    )
+    try:
+        procs.wait_healthy(
+            record.health_url,
+            alive=lambda: running(record),
+            timeout=timeout,
+            ca_file=record.ca_file,
+            extra=extra,
+            name=record.name,
+            details=lambda: log_tail(record.log),
+        )
+    except procs.StartError as exc:
+        raise StackError(str(exc)) from None
 
 
 def log_tail(path: str, lines: int = 15) -> str:

@@ -5,6 +5,6 @@ from __future__ import annotations
 
 def main(argv: list[str]) -> int:
     """Entry point of ``notifier stack up|down|status``."""
-    from notifier.stack.cli import main as cli_main
+    from notifier_tools.stack.cli import main as cli_main
 
     return cli_main(argv)

@@ -9,7 +9,7 @@ Each client connection uses its own 127.0.0.x source address, i.e. it is one cli
 nginx's per-address limit (100 r/s, burst 200), as many real upstream hosts would be.
 Prints the median of the runs.
 
-    .venv/bin/python scripts/bench_api.py [--runs 3] [--duration 5] [--concurrency 64]
+    .venv/bin/python -m notifier_tools.bench.api [--runs 3] [--duration 5] [--concurrency 64]
 
 Needs RabbitMQ and PostgreSQL (scripts/services.sh up) and /usr/sbin/nginx.
 """
@@ -22,31 +22,30 @@ import multiprocessing
 import os
 import secrets
 import signal
-import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
-import aiohttp
-import asyncpg
 import orjson
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from notifier import eventloop  # noqa: E402
-from notifier.apikeys import generate_key, hash_key  # noqa: E402
-from notifier.broker import delete_queues  # noqa: E402
-from notifier.models import utcnow  # noqa: E402
-from notifier.nginxconf import render_nginx_config  # noqa: E402
-from notifier.settings import load_settings  # noqa: E402
-from notifier.store import open_store  # noqa: E402
+from loadtest.accounting import percentile
+from notifier import eventloop
+from notifier.apikeys import generate_key, hash_key
+from notifier.broker import delete_queues
+from notifier.models import utcnow
+from notifier.settings import load_settings
+from notifier.store import open_store
+from notifier_tools import procs
+from notifier_tools.bench.common import create_database, drop_database
+from notifier_tools.nginxconf import render_nginx_config
+from notifier_tools.procs import free_port
 
 PG_ADMIN_URL = os.environ.get(
     "NOTIFIER_BENCH_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
@@ -54,12 +53,6 @@ PG_ADMIN_URL = os.environ.get(
 AMQP_URL = os.environ.get("NOTIFIER_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NGINX = "/usr/sbin/nginx"
 TOKEN = "ab" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _item(i: int) -> dict[str, Any]:
@@ -220,24 +213,18 @@ class Stack:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.db = f"notifier_bench_{secrets.token_hex(4)}"
-        parts = urlsplit(PG_ADMIN_URL)
-        self.store_url = urlunsplit(parts._replace(path="/" + self.db))
+        self.db = ""
         self.queue = f"bench_api.{os.getpid()}.{secrets.token_hex(3)}"
-        self.env = {
-            "NOTIFIER_STORE_URL": self.store_url,
-            "NOTIFIER_AMQP_URL": AMQP_URL,
-            "NOTIFIER_QUEUE": self.queue,
-        }
-        self.settings = load_settings(self.env)
-        self.procs: list[asyncio.subprocess.Process] = []
-        self.port = _free_port()
+        self.env = {"NOTIFIER_AMQP_URL": AMQP_URL, "NOTIFIER_QUEUE": self.queue}
+        self.settings = load_settings(self.env)  # its store URL is set in start()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = free_port()
         self.key = generate_key()
 
     async def start(self) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        await conn.execute(f'CREATE DATABASE "{self.db}"')
-        await conn.close()
+        self.db, store_url = await create_database(PG_ADMIN_URL)
+        self.env["NOTIFIER_STORE_URL"] = store_url
+        self.settings = load_settings(self.env)
         store = await open_store(self.settings)
         await store.add_api_key("bench", hash_key(self.key), utcnow())
         await store.close()
@@ -247,27 +234,23 @@ class Stack:
         # or the single-POST figure is the limit's 2 x (burst + rate x seconds).
         env["NOTIFIER_API_RATE_PER_SECOND"] = "1000000"
         env["NOTIFIER_API_RATE_BURST"] = "1000000"
-        ports = [_free_port(), _free_port()]
-        log = (self.run_dir / "api.log").open("ab")
+        ports = [free_port(), free_port()]
+        log = self.run_dir / "api.log"
         for p in ports:
             cmd = [sys.executable, "-m", "notifier", "api", "--port", str(p)]
-            self.procs.append(
-                await asyncio.create_subprocess_exec(
-                    *cmd, cwd=ROOT, env=env, stdout=log, stderr=log
-                )
-            )
+            self.procs.append(procs.spawn(cmd, log=log, env=env))
         conf = self.run_dir / "nginx.conf"
         addresses = [f"127.0.0.1:{p}" for p in ports]
         conf.write_text(render_nginx_config(self.port, addresses, self.run_dir))
-        for p in ports:
-            await _wait_up(f"http://127.0.0.1:{p}/health")
+        for p, proc in zip(ports, self.procs, strict=True):
+            await procs.await_healthy(f"http://127.0.0.1:{p}/health", alive=proc, name="api")
         error_log = str(self.run_dir / "error.log")
         base = [NGINX, "-p", str(self.run_dir), "-e", error_log, "-c", str(conf)]
-        check = await asyncio.create_subprocess_exec(*base, "-t", stderr=log)
-        if await check.wait() != 0:
+        if await asyncio.to_thread(procs.spawn([*base, "-t"], log=log).wait) != 0:
             raise RuntimeError("nginx -t failed")
-        self.procs.append(await asyncio.create_subprocess_exec(*base, "-g", "daemon off;"))
-        await _wait_up(f"http://127.0.0.1:{self.port}/health")
+        nginx = procs.spawn([*base, "-g", "daemon off;"], log=log)
+        self.procs.append(nginx)
+        await procs.await_healthy(f"http://127.0.0.1:{self.port}/health", alive=nginx, name="nginx")
 
     def api_cpu_seconds(self) -> float:
         """CPU time used so far by the two API processes (user + system)."""
@@ -278,17 +261,11 @@ class Stack:
         return total
 
     async def stop(self) -> None:
+        # nginx (the last) quits gracefully on SIGQUIT; the API processes on SIGTERM
         for n, proc in enumerate(self.procs):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGQUIT if n == 2 else signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        await conn.close()
+            await procs.astop(proc, signal.SIGQUIT if n == 2 else signal.SIGTERM, timeout=30)
+        if self.db:
+            await drop_database(PG_ADMIN_URL, self.db)
         for attempt in range(10):  # the shared broker may be restarting: retry a while
             try:
                 await delete_queues(self.settings)
@@ -296,20 +273,6 @@ class Stack:
             except (OSError, aio_pika.exceptions.AMQPError):
                 await asyncio.sleep(1 + attempt)
         print(f"could not delete queue {self.queue}; delete it by hand", file=sys.stderr)
-
-
-async def _wait_up(url: str) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _per(cpu_seconds: float, count: float) -> float:
@@ -321,8 +284,8 @@ def _single_figures(parts: list[dict[str, Any]], elapsed: float) -> dict[str, fl
     return {
         "count": len(lat),
         "rps": len(lat) / elapsed,
-        "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else float("nan"),
+        "p50_ms": 1000 * percentile(lat, 50),
+        "p99_ms": 1000 * percentile(lat, 99),
         "errors": sum(p["errors"] for p in parts),
     }
 

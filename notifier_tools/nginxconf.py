@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "nginx.conf.template"
+TEMPLATE = Path(__file__).resolve().parents[1] / "nginx" / "nginx.conf.template"
 MAX_FAILS = 3
 FAIL_TIMEOUT_SECONDS = 5
 _VARIABLE = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")

@@ -4,7 +4,8 @@ Starts an emulator subprocess (emulator.testing.run_emulator), then drives APNs 
 sends with h2load (nghttp2's C load generator: ``apt-get install nghttp2-client``), so the
 client is not the bottleneck, and checks the emulator's own count against h2load's.
 
-    .venv/bin/python scripts/bench_emulator.py [--requests 50000] [--clients 4] [--streams 100]
+    .venv/bin/python -m notifier_tools.bench.emulator [--requests 50000] [--clients 4]
+        [--streams 100]
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ from pathlib import Path
 import jwt
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulator.testing import EmulatorHandle, run_emulator  # noqa: E402
+from emulator.testing import EmulatorHandle, run_emulator
 
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

@@ -177,7 +177,7 @@ def product_env(config: StackConfig) -> dict[str, str]:
     )
     env_file = config.keys_dir / "notifier.env"
     if env_file.is_file():
-        from notifier.stack.processes import read_env_file
+        from notifier_tools.stack.processes import read_env_file
 
         env.update(read_env_file(env_file))
     return env
@@ -262,7 +262,7 @@ def all_components(config: StackConfig) -> list[Component]:
 
 def render_nginx(config: StackConfig) -> None:
     """Write nginx's config (its own prefix in the run folder) from the repo's renderer."""
-    from notifier.nginxconf import render_nginx_config
+    from notifier_tools.nginxconf import render_nginx_config
 
     prefix = config.root / "nginx"
     prefix.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def render_nginx(config: StackConfig) -> None:
 
 def render_prometheus(config: StackConfig) -> None:
     """Write Prometheus's config: static targets for the APIs and every worker, our alerts."""
-    from notifier.promconf import render_local_prometheus_config
+    from notifier_tools.promconf import render_local_prometheus_config
 
     rules = Path(__file__).resolve().parents[2] / "prometheus" / "alerts.yml"
     (config.data_dir / "prometheus").mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from notifier.stack.components import StackConfig
-from notifier.stack.processes import StackError
+from notifier_tools.stack.components import StackConfig
+from notifier_tools.stack.processes import StackError
 
 SMOKE_TIMEOUT_SECONDS = 30.0
 

@@ -53,7 +53,7 @@ def render_local_prometheus_config(
     _check_targets(api_targets, "api")
     _check_targets(worker_targets, "worker")
     lines = [
-        "# Rendered by notifier.promconf for a local run; edit prometheus/ in the repo instead.",
+        "# Rendered by notifier_tools.promconf for a local run; edit prometheus/ in the repo.",
         "global:",
         f"  scrape_interval: {scrape_interval}",
         f"  evaluation_interval: {scrape_interval}",

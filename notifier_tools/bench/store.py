@@ -1,6 +1,6 @@
 """Store throughput figures on PostgreSQL: batch inserts, claims and completes, sweeps.
 
-Usage: .venv/bin/python scripts/bench_store.py [--url postgresql://...] [--count 20000]
+Usage: .venv/bin/python -m notifier_tools.bench.store [--url postgresql://...] [--count 20000]
 Creates a scratch database next to the one in --url, prints the figures, drops it.
 The product targets >= 10,000 notifications/s accepted via batch and >= 3,000 deliveries/s.
 """
@@ -12,13 +12,11 @@ import asyncio
 import secrets
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from notifier.models import AttemptOutcome, Notification, Platform, Status, Target, new_id, utcnow
 from notifier.store.base import Outcome
 from notifier.store.postgres import PostgresStore
+from notifier_tools.bench.common import create_database, drop_database
 
 DEFAULT_URL = "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
 
@@ -85,11 +83,9 @@ async def _bench_sweep(store: PostgresStore) -> tuple[int, float]:
 
 
 async def main(url: str, count: int) -> None:
-    name = f"notifier_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    name, store_url = await create_database(url)
     try:
-        store = await PostgresStore.connect(urlunsplit(urlsplit(url)._replace(path="/" + name)))
+        store = await PostgresStore.connect(store_url)
         try:
             await store.setup()
             items = _notifications(count)
@@ -102,8 +98,7 @@ async def main(url: str, count: int) -> None:
         finally:
             await store.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(url, name)
 
 
 if __name__ == "__main__":

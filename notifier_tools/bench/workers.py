@@ -7,7 +7,7 @@ rate for a few seconds to measure created->sent latency (p50/p99) and worker RSS
 is the workers' CPU time per delivery during the drain; the lines below the table give the
 same for PostgreSQL, the emulator and RabbitMQ, which share the machine's cores.
 
-    .venv/bin/python scripts/bench_workers.py [--count 20000] [--workers 1 2 4]
+    .venv/bin/python -m notifier_tools.bench.workers [--count 20000] [--workers 1 2 4]
         [--concurrency 256] [--rate 1500] [--steady-seconds 8]
 
 Needs RabbitMQ and PostgreSQL (scripts/services.sh up). Binds only to 127.0.0.1.
@@ -20,26 +20,25 @@ import asyncio
 import os
 import secrets
 import signal
-import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulator.testing import EmulatorHandle, free_port, run_emulator  # noqa: E402
-from loadtest.resources import family_cpu_seconds, service_pids  # noqa: E402
-from notifier.broker import Broker, delete_queues  # noqa: E402
-from notifier.models import Notification, Platform, Target, new_id, utcnow  # noqa: E402
-from notifier.settings import load_settings  # noqa: E402
-from notifier.store.factory import open_store  # noqa: E402
+from emulator.testing import EmulatorHandle, run_emulator
+from loadtest.accounting import percentile
+from loadtest.resources import family_cpu_seconds, service_pids
+from notifier.broker import Broker, delete_queues
+from notifier.models import Notification, Platform, Target, new_id, utcnow
+from notifier.settings import load_settings
+from notifier.store.factory import open_store
+from notifier_tools import procs
+from notifier_tools.bench.common import create_database, drop_database
+from notifier_tools.procs import free_port
 
 PG_ADMIN = os.environ.get(
     "NOTIFIER_TEST_POSTGRES_URL", "postgresql://notifier:notifier@127.0.0.1:5432/notifier"
@@ -63,53 +62,22 @@ def note(i: int) -> Notification:
     )
 
 
-async def create_db() -> str:
-    name = f"notifier_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name
-
-
-async def drop_db(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
 class Workers:
     def __init__(self, env: dict[str, str], n: int, concurrency: int) -> None:
         self.env, self.n, self.concurrency = env, n, concurrency
-        self.procs: list[asyncio.subprocess.Process] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
 
     async def start(self) -> None:
         for _ in range(self.n):
             port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "notifier",
-                "worker",
-                "--metrics-port",
-                str(port),
-                "--concurrency",
-                str(self.concurrency),
-                env={**os.environ, **self.env},
-                cwd=ROOT,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            self.procs.append(proc)
+            argv = [sys.executable, "-m", "notifier", "worker", "--metrics-port", str(port)]
+            argv += ["--concurrency", str(self.concurrency)]
+            env = {**os.environ, **self.env}
+            self.procs.append(procs.spawn(argv, log=Path(os.devnull), env=env))
             self.ports.append(port)
-        async with httpx.AsyncClient(trust_env=False) as client:
-            for port in self.ports:
-                for _ in range(300):
-                    try:
-                        if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            await procs.await_healthy(f"http://127.0.0.1:{port}/health", alive=proc, name="worker")
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the workers used so far."""
@@ -120,10 +88,10 @@ class Workers:
 
     async def stop(self) -> None:
         for p in self.procs:
-            if p.returncode is None:
-                os.kill(p.pid, signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # all at once: they drain in parallel
         for p in self.procs:
-            await p.wait()
+            await procs.astop(p)
 
 
 def others_cpu_seconds(emulator_pid: int) -> dict[str, float]:
@@ -176,8 +144,7 @@ async def wait_sent(
 
 
 async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle) -> dict[str, Any]:
-    db = await create_db()
-    db_url = urlunsplit(urlsplit(PG_ADMIN)._replace(path="/" + db))
+    db, db_url = await create_database(PG_ADMIN)
     queue = f"bench.{os.getpid()}.{secrets.token_hex(3)}"
     env = {
         "NOTIFIER_STORE_URL": db_url,
@@ -230,8 +197,8 @@ async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle)
             "drain_s": drain,
             "per_s": len(rows) / drain if drain else float("nan"),
             "steady_rate": len(steady) / args.steady_seconds,
-            "p50_ms": statistics.median(lat) if lat else float("nan"),
-            "p99_ms": lat[int(len(lat) * 0.99) - 1] if lat else float("nan"),
+            "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99),
             "rss_mb": max(rss) if rss else float("nan"),
             "cpu_ms": 1000 * cpu / len(rows) if rows else float("nan"),
             "others_cpu_ms": {k: 1000 * v / max(1, len(rows)) for k, v in others.items()},
@@ -240,7 +207,7 @@ async def run_one(args: argparse.Namespace, n_workers: int, emu: EmulatorHandle)
         await workers.stop()
         await broker.close()
         await store.close()
-        await drop_db(db)
+        await drop_database(PG_ADMIN, db)
         await delete_queues(settings)
 
 

@@ -1,11 +1,11 @@
 """Benchmark HTTP/2 push clients against the local emulator: pushes/s and pushes per CPU-second.
 
-Starts ``notifier emulator`` in its own process (so its CPU is not counted against the
-client), then drives each candidate with the same APNs push (and FCM for our client) at a
-fixed number of requests in flight. The client's CPU is this process's CPU time, native
-threads included. Prints a Markdown table (docs/providers.md records one).
+Starts the emulator in its own process (``emulator.testing.run_emulator``, so its CPU is not
+counted against the client), then drives each candidate with the same APNs push (and FCM for
+our client) at a fixed number of requests in flight. The client's CPU is this process's CPU
+time, native threads included. Prints a Markdown table (docs/providers.md records one).
 
-    .venv/bin/python scripts/bench_providers.py [--count 20000] [--concurrency 256]
+    .venv/bin/python -m notifier_tools.bench.providers [--count 20000] [--concurrency 256]
         [--only notifier-apns,httpx-h2,...]
 """
 
@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,17 +25,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from notifier import eventloop  # noqa: E402
-from notifier.models import Notification, Platform, Target, new_id  # noqa: E402
-from notifier.providers.factory import build_providers  # noqa: E402
-from notifier.settings import Settings, load_settings  # noqa: E402
+from emulator.testing import run_emulator
+from loadtest.resources import family_cpu_seconds
+from notifier import eventloop
+from notifier.models import Notification, Platform, Target, new_id
+from notifier.providers.factory import build_providers
+from notifier.settings import Settings, load_settings
 
 TOKEN = "ab" * 32
 PAYLOAD = orjson.dumps({"aps": {"alert": {"title": "Hi", "body": "benchmark"}}, "k": "v"})
@@ -66,43 +64,6 @@ class Row:
             f"{per_cpu:,.0f}",
             f"{self.emulator_cpu_seconds:.1f}",
         ]
-
-
-# -- emulator --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_emulator(keys: Path) -> tuple[subprocess.Popen[bytes], Settings, int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "serve", "--keys", str(keys), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()  # "emulator serving ..." once the keys exist
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    env = dict(
-        line.split("=", 1) for line in (keys / "notifier.env").read_text().split() if "=" in line
-    )
-    return proc, load_settings(env), port
-
-
-def cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- candidates ------------------------------------------------------------------------------
@@ -277,10 +238,10 @@ async def measure(
     try:
         await drive(send, warm, min(args.concurrency, 50))
         shifted: SendFn = lambda i: send(i + warm)  # noqa: E731
-        emu_cpu, cpu, start = cpu_of(emu_pid), time.process_time(), time.perf_counter()
+        emu_cpu, cpu, start = family_cpu_seconds(emu_pid), time.process_time(), time.perf_counter()
         ok = await drive(shifted, args.count, args.concurrency)
         seconds = time.perf_counter() - start
-        cpu_used, emu_used = time.process_time() - cpu, cpu_of(emu_pid) - emu_cpu
+        cpu_used, emu_used = time.process_time() - cpu, family_cpu_seconds(emu_pid) - emu_cpu
     finally:
         await close()
     return Row(name, args.count, ok, seconds, cpu_used, emu_used)
@@ -312,19 +273,16 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-keys-") as keys:
-        proc, settings, port = start_emulator(Path(keys))
-        try:
-            table = candidates(settings, args, port)
+        async with run_emulator(Path(keys)) as emu:
+            settings = load_settings(emu.env)
+            table = candidates(settings, args, urlsplit(emu.endpoint).port or 443)
             chosen = args.only.split(",") if args.only else list(table)
             rows = []
             for prefix in chosen:
                 name, factory = next((k, v) for k, v in table.items() if k.startswith(prefix))
                 print(f"running {name} ...", file=sys.stderr, flush=True)
-                rows.append(await measure(name, factory, args, proc.pid))
+                rows.append(await measure(name, factory, args, emu.pid))
             print_table(rows, args)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
