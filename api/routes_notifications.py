@@ -7,6 +7,7 @@ import hmac
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from api.views import (
 )
 from api.writer import Writer
 from notifier.metrics import ACCEPTED
-from notifier.models import Notification, Target, utcnow
+from notifier.models import Device, Notification, Target, utcnow
 from notifier.store.base import CancelResult, InsertResult, NotificationStore, StoreUnavailable
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -88,10 +89,25 @@ async def _plan(
 ) -> _Plan:
     """The documents for a request; a user target expands to the user's active devices."""
     if not isinstance(req.to, UserTarget):
+        return _planned(app, req, key, fp, now, loc, [])
+    devices = await store.list_devices(app, req.to.user_id, active_only=True)
+    return _planned(app, req, key, fp, now, loc, devices)
+
+
+def _planned(
+    app: str,
+    req: NotificationRequest,
+    key: str | None,
+    fp: str | None,
+    now: datetime,
+    loc: Sequence[str | int],
+    devices: Sequence[Device],
+) -> _Plan:
+    """:func:`_plan` with the user's active ``devices`` already read (none for a token)."""
+    if not isinstance(req.to, UserTarget):
         target = Target(req.to.platform, req.to.token)
         doc = build_notification(req, app, target, now, idempotency_key=key, request_fingerprint=fp)
         return _Plan([doc], fp, fan_out=False)
-    devices = await store.list_devices(app, req.to.user_id, active_only=True)
     if not devices:
         raise unprocessable(
             [field_error([*loc, "to", "user_id"], "this user has no active device")],
@@ -147,31 +163,59 @@ async def create_notification(request: web.Request) -> web.Response:
     return json_response(_answer([r.notification for r in results], plan.fan_out), 202)
 
 
-async def _plan_item(
-    store: NotificationStore,
+@dataclass(frozen=True, slots=True)
+class _Lookups:
+    """What a batch's user-target items need from the store, read for all of them at once
+    (two round trips whatever the number of items): stored documents by idempotency key,
+    and active devices by user."""
+
+    stored: dict[str, list[Notification]]
+    devices: dict[str, list[Device]]
+
+    @classmethod
+    async def read(cls, store: NotificationStore, app: str, items: Sequence[Any]) -> _Lookups:
+        users = [i for i in items if isinstance(i, BatchItem) and isinstance(i.to, UserTarget)]
+        keys = [i.idempotency_key for i in users if i.idempotency_key is not None]
+        stored = await store.list_by_idempotency_keys(app, keys) if keys else {}
+        user_ids = [i.to.user_id for i in users if isinstance(i.to, UserTarget)]
+        devices = (
+            await store.list_devices_of_users(app, user_ids, active_only=True) if user_ids else {}
+        )
+        return cls(stored, devices)
+
+
+def _validated(item: dict[str, Any], index: int) -> BatchItem | shape.BatchError:
+    try:
+        return BatchItem.model_validate(item)
+    except ValidationError as exc:
+        return {"error": unprocessable(validation_errors(exc, ("notifications", index))).to_dict()}
+
+
+def _plan_item(
     app: str,
     item: dict[str, Any],
+    req: BatchItem | shape.BatchError,
     index: int,
     now: datetime,
+    lookups: _Lookups,
     replayed: list[Notification],
 ) -> _Plan | shape.Accepted | shape.BatchError:
     """A batch item's plan, or its final answer (an error or an idempotent replay, whose
     stored documents are added to ``replayed``)."""
-    loc = ("notifications", index)
-    try:
-        req = BatchItem.model_validate(item)
-    except ValidationError as exc:
-        return {"error": unprocessable(validation_errors(exc, loc)).to_dict()}
+    if not isinstance(req, BatchItem):
+        return req
     key = req.idempotency_key
     fp = fingerprint(item) if key is not None else None
     try:
-        if key is not None and isinstance(req.to, UserTarget):
-            stored = await store.list_by_idempotency_key(app, key)
-            if stored:
-                answer = _replay(stored, fp)
-                replayed.extend(stored)
-                return answer
-        return await _plan(store, app, req, key, fp, now, loc)
+        if not isinstance(req.to, UserTarget):
+            return _planned(app, req, key, fp, now, ("notifications", index), [])
+        stored = lookups.stored.get(key, []) if key is not None else []
+        if stored:
+            answer = _replay(stored, fp)
+            replayed.extend(stored)
+            return answer
+        devices = lookups.devices.get(req.to.user_id, [])
+        return _planned(app, req, key, fp, now, ("notifications", index), devices)
     except Problem as problem:
         return {"error": problem.to_dict()}
 
@@ -219,9 +263,11 @@ async def create_batch(request: web.Request) -> web.Response:
         raise unprocessable(validation_errors(exc)) from None
     now = utcnow()
     replayed: list[Notification] = []
+    items = [_validated(item, i) for i, item in enumerate(envelope.notifications)]
+    lookups = await _Lookups.read(store, app, items)
     planned = [
-        await _plan_item(store, app, item, i, now, replayed)
-        for i, item in enumerate(envelope.notifications)
+        _plan_item(app, item, req, i, now, lookups, replayed)
+        for i, (item, req) in enumerate(zip(envelope.notifications, items, strict=True))
     ]
     writer = request.app[WRITER]
     written = iter(await _write_items(writer, [p for p in planned if isinstance(p, _Plan)]))

@@ -167,6 +167,12 @@ class NotificationStore(Protocol):
     async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
         """Notifications whose key is ``key`` or starts with ``key + '#'`` (user fan-out), by id."""
 
+    async def list_by_idempotency_keys(
+        self, app: str, keys: Sequence[str]
+    ) -> dict[str, list[Notification]]:
+        """:meth:`list_by_idempotency_key` for each of ``keys`` (those with none left out),
+        in one round trip whatever their number (a batch's items)."""
+
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
         """Set ``published_at`` on ``pending`` documents that have none and that no worker has
         claimed yet (``attempts == 0``), after a confirmed publish.
@@ -287,7 +293,14 @@ class NotificationStore(Protocol):
 
     async def list_devices(
         self, app: str, user_id: str, *, active_only: bool = False
-    ) -> list[Device]: ...
+    ) -> list[Device]:
+        """The user's devices, oldest registration first."""
+
+    async def list_devices_of_users(
+        self, app: str, user_ids: Sequence[str], *, active_only: bool = False
+    ) -> dict[str, list[Device]]:
+        """:meth:`list_devices` for each of ``user_ids`` (those with none left out), in one
+        round trip whatever their number (a batch's items)."""
 
     async def deactivate_device(
         self,

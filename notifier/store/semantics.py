@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from notifier.models import OPEN_STATUSES, Notification, Status
+from notifier.models import OPEN_STATUSES, Device, Notification, Status
 from notifier.store.base import (
     CancelResult,
     ClaimMiss,
@@ -96,12 +96,36 @@ def insert_results(
     return results
 
 
+def by_requested_key(
+    keys: Sequence[str], found: Iterable[Notification]
+) -> dict[str, list[Notification]]:
+    """``found`` (in its order) under each of ``keys`` it answers: its own key is the key,
+    or starts with it and ``#`` (a user fan-out). One document may answer two keys."""
+    wanted = set(keys)
+    grouped: dict[str, list[Notification]] = {}
+    for n in found:
+        key = n.idempotency_key or ""
+        for candidate in {key, *(key[:i] for i, c in enumerate(key) if c == "#")}:
+            if candidate in wanted:
+                grouped.setdefault(candidate, []).append(n)
+    return grouped
+
+
+def by_user(devices: Iterable[Device]) -> dict[str, list[Device]]:
+    """``devices`` (in their order) under their user id."""
+    grouped: dict[str, list[Device]] = {}
+    for d in devices:
+        grouped.setdefault(d.user_id or "", []).append(d)
+    return grouped
+
+
 class SharedStoreLogic:
     """The single-item operations of the store protocol, written over the bulk ones.
 
-    A backend implements :meth:`claim_many`, :meth:`complete_many`, :meth:`get` and
-    :meth:`_cancel_if_open` (one conditional update); ``claim``, ``complete`` and
-    ``cancel`` then behave the same on every store.
+    A backend implements :meth:`claim_many`, :meth:`complete_many`, :meth:`get`,
+    :meth:`_cancel_if_open` (one conditional update) and the two many-key lookups;
+    ``claim``, ``complete``, ``cancel``, ``list_by_idempotency_key`` and ``list_devices``
+    then behave the same on every store.
     """
 
     async def get(self, id: str, app: str | None = None) -> Notification | None:
@@ -120,6 +144,25 @@ class SharedStoreLogic:
     async def _cancel_if_open(self, id: str, app: str, now: datetime) -> Notification | None:
         """Cancel when open and not being pushed; the cancelled notification, else None."""
         raise NotImplementedError
+
+    async def list_by_idempotency_keys(
+        self, app: str, keys: Sequence[str]
+    ) -> dict[str, list[Notification]]:
+        raise NotImplementedError
+
+    async def list_devices_of_users(
+        self, app: str, user_ids: Sequence[str], *, active_only: bool = False
+    ) -> dict[str, list[Device]]:
+        raise NotImplementedError
+
+    async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
+        return (await self.list_by_idempotency_keys(app, [key])).get(key, [])
+
+    async def list_devices(
+        self, app: str, user_id: str, *, active_only: bool = False
+    ) -> list[Device]:
+        found = await self.list_devices_of_users(app, [user_id], active_only=active_only)
+        return found.get(user_id, [])
 
     async def claim(
         self, id: str, worker_id: str, now: datetime, lock_seconds: float

@@ -119,3 +119,34 @@ async def test_batch_items_carry_their_own_idempotency_keys(api: Api) -> None:
     assert second["results"][1]["error"]["status"] == 409
     assert second["results"][2]["status"] == "pending"
     assert (await api.stored(), await api.queued()) == (3, 3)
+
+
+async def test_batch_user_items_fan_out_replay_and_fail_each_on_their_own(api: Api) -> None:
+    """A batch's user-target items are looked up together; each still gets its own answer:
+    its users' devices, its key's stored documents, or its own 422."""
+    for token, user in (("1" * 64, "ua"), ("2" * 64, "ua"), ("3" * 64, "ub")):
+        r = await api.client.put(
+            f"/v1/devices/{token}", json={"user_id": user, "platform": "apns"}, headers=api.auth
+        )
+        assert r.status == 201
+
+    def to(user: str, key: str | None = None) -> dict[str, Any]:
+        item: dict[str, Any] = {"to": {"user_id": user}, "title": "Hi"}
+        return item if key is None else {**item, "idempotency_key": key}
+
+    items = [to("ua", "ka"), to("ub"), to("nobody"), BODY, to("ub", "kb")]
+    first = (await (await api.post("/v1/notifications/batch", {"notifications": items})).json())[
+        "results"
+    ]
+    assert [len(first[i].get("ids", [])) for i in (0, 1, 4)] == [2, 1, 1]
+    assert first[2]["error"]["status"] == 422 and "id" in first[3]
+    for answer, user in ((first[0], "ua"), (first[1], "ub"), (first[4], "ub")):
+        for nid in answer["ids"]:
+            stored = await api.store.get(nid)
+            assert stored is not None and stored.user_id == user
+    second = (await (await api.post("/v1/notifications/batch", {"notifications": items})).json())[
+        "results"
+    ]
+    assert second[0] == first[0] and second[4] == first[4]  # replays: the same ids
+    assert second[1]["ids"] != first[1]["ids"]  # no key: a new notification
+    assert (await api.stored(), await api.queued()) == (2 + 1 + 1 + 1 + 1 + 1, 7)

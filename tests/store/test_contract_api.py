@@ -133,6 +133,27 @@ async def test_list_by_idempotency_key_finds_fan_out_children(
     assert await store.list_by_idempotency_key("b", "k") == []
 
 
+async def test_list_by_idempotency_keys_answers_each_key_as_the_one_key_lookup(
+    store: NotificationStore, now: datetime
+) -> None:
+    """A batch's keys in one call: each key, its own documents and its fan-out's, by id."""
+    keys = ["k", "k#0", "k#1", "kx", "k#", "j#1", "m"]
+    ns = await insert(store, *(make_notification(now, idempotency_key=k) for k in keys))
+    asked = ["k", "kx", "j", "none", "k", "m\x00"]
+    found = await store.list_by_idempotency_keys("a", asked)
+
+    def ids(*stored_keys: str) -> list[str]:
+        return sorted(n.id for n in ns if n.idempotency_key in stored_keys)
+
+    assert {k: [n.id for n in v] for k, v in found.items()} == {
+        "k": ids("k", "k#0", "k#1", "k#"),
+        "kx": ids("kx"),
+        "j": ids("j#1"),
+    }  # a key with nothing stored is left out
+    assert await store.list_by_idempotency_keys("b", asked) == {}
+    assert await store.list_by_idempotency_keys("a", []) == {}
+
+
 async def test_mark_published_sets_only_unset_times(
     store: NotificationStore, now: datetime
 ) -> None:

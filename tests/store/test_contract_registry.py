@@ -80,6 +80,30 @@ async def test_list_devices_by_user_and_activity(store: NotificationStore, now: 
     assert await store.list_devices("a", "nobody") == []
 
 
+async def test_list_devices_of_users_answers_each_user_as_the_one_user_lookup(
+    store: NotificationStore, now: datetime
+) -> None:
+    for token, user in (("t1", "u1"), ("t2", "u1"), ("t3", "u2"), ("t5", "u3")):
+        await store.upsert_device("a", token, Platform.FCM, user, now)
+    await store.upsert_device("b", "t4", Platform.FCM, "u1", now)
+    await store.deactivate_device("a", "t5", "UNREGISTERED", now)
+    asked = ["u1", "u2", "u3", "nobody", "u1"]
+    every = await store.list_devices_of_users("a", asked)
+    assert {u: [d.token for d in ds] for u, ds in every.items()} == {
+        "u1": ["t1", "t2"],
+        "u2": ["t3"],
+        "u3": ["t5"],
+    }
+    assert all(d.app == "a" and d.user_id == u for u, ds in every.items() for d in ds)
+    active = await store.list_devices_of_users("a", asked, active_only=True)
+    # u3's only device is inactive, and nobody has none: both left out
+    assert {u: [d.token for d in ds] for u, ds in active.items()} == {
+        "u1": ["t1", "t2"],
+        "u2": ["t3"],
+    }
+    assert await store.list_devices_of_users("c", asked) == {}
+
+
 async def test_delete_device(store: NotificationStore, now: datetime) -> None:
     await store.upsert_device("a", "tok1", Platform.FCM, "u1", now)
     assert not await store.delete_device("b", "tok1")

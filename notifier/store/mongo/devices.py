@@ -6,6 +6,7 @@ is the key's hash. Same semantics as the PostgreSQL store's device and key state
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from notifier.models import Device, Platform, as_utc
 from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, is_api_key_id
 from notifier.store.mongo.client import Document, mapped
 from notifier.store.mongo.documents import bson_time, document_to_device
+from notifier.store.semantics import by_user
 
 
 class DeviceStoreMixin:
@@ -73,14 +75,17 @@ class DeviceStoreMixin:
         return document_to_device(doc) if doc is not None else None
 
     @mapped
-    async def list_devices(
-        self, app: str, user_id: str, *, active_only: bool = False
-    ) -> list[Device]:
-        query: Document = {"app": app, "user_id": user_id}
+    async def list_devices_of_users(
+        self, app: str, user_ids: Sequence[str], *, active_only: bool = False
+    ) -> dict[str, list[Device]]:
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return {}
+        query: Document = {"app": app, "user_id": {"$in": wanted}}
         if active_only:
             query["active"] = True
         cursor = self._devices.find(query).sort([("created_at", 1), ("token", 1)])
-        return [document_to_device(d) for d in await cursor.to_list(None)]
+        return by_user(document_to_device(d) for d in await cursor.to_list(None))
 
     @mapped
     async def deactivate_device(

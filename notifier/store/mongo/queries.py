@@ -16,6 +16,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from bson import Regex
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
@@ -94,6 +95,14 @@ def due(now: datetime) -> Filter:
         "scheduled_for": {"$not": {"$gt": now}},
         "next_attempt_at": {"$not": {"$gt": now}},
     }
+
+
+def keyed(app: str, keys: list[str]) -> Filter:
+    """``app``'s documents whose key is one of ``keys`` or starts with it and ``#``: one
+    anchored prefix regex a key in an ``$in``, so the (app, idempotency_key) index bounds
+    each (https://www.mongodb.com/docs/manual/reference/operator/query/in/)."""
+    patterns = [Regex(key_prefix_regex(k)) for k in keys]
+    return {"app": app, "idempotency_key": {"$in": patterns, **IS_STRING}}
 
 
 def key_prefix_regex(key: str) -> str:

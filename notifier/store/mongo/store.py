@@ -53,6 +53,7 @@ from notifier.store.mongo.documents import (
 )
 from notifier.store.semantics import (
     SharedStoreLogic,
+    by_requested_key,
     classify_miss,
     first_of_each_key,
     insert_results,
@@ -178,10 +179,14 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         return Page(items=items, next=items[-1].id if len(docs) > limit else None)
 
     @mapped
-    async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
-        query = {"app": app, "idempotency_key": {"$regex": q.key_prefix_regex(key), **q.IS_STRING}}
-        docs = await self._notifications.find(query).sort("_id", 1).to_list(None)
-        return [document_to_notification(d) for d in docs]
+    async def list_by_idempotency_keys(
+        self, app: str, keys: Sequence[str]
+    ) -> dict[str, list[Notification]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        docs = await self._notifications.find(q.keyed(app, wanted)).sort("_id", 1).to_list(None)
+        return by_requested_key(wanted, (document_to_notification(d) for d in docs))
 
     @mapped
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:

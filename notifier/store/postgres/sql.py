@@ -181,12 +181,14 @@ JOIN unnest($1::text[], $2::text[]) AS k(app, key)
 GET = "SELECT * FROM notifications WHERE id = $1"
 GET_FOR_APP = "SELECT * FROM notifications WHERE id = $1 AND app = $2"
 
-LIST_BY_KEY = """
-SELECT * FROM notifications
-WHERE app = $1 AND idempotency_key IS NOT NULL
-  AND (idempotency_key = $2
-       OR (idempotency_key >= $2 || '#' AND idempotency_key < $2 || '$'))
-ORDER BY id
+LIST_BY_KEYS = """
+SELECT * FROM notifications n
+WHERE n.app = $1 AND n.idempotency_key IS NOT NULL
+  AND EXISTS (
+    SELECT 1 FROM unnest($2::text[]) AS k(key)
+    WHERE n.idempotency_key = k.key
+       OR (n.idempotency_key >= k.key || '#' AND n.idempotency_key < k.key || '$'))
+ORDER BY n.id
 """
 
 # Multi-row updates lock their rows in id order first (ORDER BY id FOR UPDATE): two of them
@@ -389,7 +391,7 @@ RETURNING *, (xmax = 0) AS created
 DELETE_DEVICE = "DELETE FROM devices WHERE app = $1 AND token = $2"
 GET_DEVICE = "SELECT * FROM devices WHERE app = $1 AND token = $2"
 LIST_DEVICES = """
-SELECT * FROM devices WHERE app = $1 AND user_id = $2 AND (active OR NOT $3)
+SELECT * FROM devices WHERE app = $1 AND user_id = ANY($2::text[]) AND (active OR NOT $3)
 ORDER BY created_at, token
 """
 DEACTIVATE_DEVICE = """

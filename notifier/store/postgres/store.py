@@ -49,6 +49,8 @@ from notifier.store.postgres.rows import (
 )
 from notifier.store.semantics import (
     SharedStoreLogic,
+    by_requested_key,
+    by_user,
     classify_miss,
     first_of_each_key,
     insert_results,
@@ -171,11 +173,14 @@ class PostgresStore(SharedStoreLogic):
         items = [notification_from_row(r) for r in rows[:limit]]
         return Page(items=items, next=items[-1].id if len(rows) > limit else None)
 
-    async def list_by_idempotency_key(self, app: str, key: str) -> list[Notification]:
-        if not storable(app, key):
-            return []
-        rows = await self._fetch(sql.LIST_BY_KEY, app, key)
-        return [notification_from_row(r) for r in rows]
+    async def list_by_idempotency_keys(
+        self, app: str, keys: Sequence[str]
+    ) -> dict[str, list[Notification]]:
+        wanted = [k for k in dict.fromkeys(keys) if storable(k)]
+        if not wanted or not storable(app):
+            return {}
+        rows = await self._fetch(sql.LIST_BY_KEYS, app, wanted)
+        return by_requested_key(wanted, (notification_from_row(r) for r in rows))
 
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
         if ids:
@@ -305,13 +310,14 @@ class PostgresStore(SharedStoreLogic):
         row = await self._fetchrow(sql.GET_DEVICE, app, token)
         return device_from_row(row) if row is not None else None
 
-    async def list_devices(
-        self, app: str, user_id: str, *, active_only: bool = False
-    ) -> list[Device]:
-        if not storable(app, user_id):
-            return []
-        rows = await self._fetch(sql.LIST_DEVICES, app, user_id, active_only)
-        return [device_from_row(r) for r in rows]
+    async def list_devices_of_users(
+        self, app: str, user_ids: Sequence[str], *, active_only: bool = False
+    ) -> dict[str, list[Device]]:
+        wanted = [u for u in dict.fromkeys(user_ids) if storable(u)]
+        if not wanted or not storable(app):
+            return {}
+        rows = await self._fetch(sql.LIST_DEVICES, app, wanted, active_only)
+        return by_user(device_from_row(r) for r in rows)
 
     async def deactivate_device(
         self,

@@ -23,7 +23,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from notifier.models import AttemptOutcome, Status
+from notifier.models import AttemptOutcome, Platform, Status
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import Outcome
 from notifier.store.mongo import MongoStore
@@ -186,3 +186,22 @@ async def test_recovering_expired_locks_is_one_read_and_one_bulk_write_whatever_
         )
         assert sorted(r.id for r in recovered) == sorted(ids)
     assert per_size[1] == per_size[10] == per_size[50] == ["find", "update"]
+
+
+async def test_a_batchs_key_and_device_lookups_are_one_find_each_whatever_their_number(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    """The API reads a batch's user-target items' stored keys and devices in one call each."""
+    store, counter = counted
+    keys: dict[int, list[str]] = {}
+    devices: dict[int, list[str]] = {}
+    for size in SIZES:
+        users = [f"u{size}-{i}" for i in range(size)]
+        for user in users:
+            await store.upsert_device("a", f"tok-{user}", Platform.FCM, user, now)
+        keys[size] = await counter.count(store.list_by_idempotency_keys("a", users))
+        devices[size] = await counter.count(
+            store.list_devices_of_users("a", users, active_only=True)
+        )
+    assert keys[1] == keys[10] == keys[50] == ["find"]
+    assert devices[1] == devices[10] == devices[50] == ["find"]
