@@ -37,7 +37,7 @@ from loadtest.driver import (
     open_count,
     status_dict,
 )
-from loadtest.resources import ResourceSampler
+from loadtest.resources import ResourceSampler, service_ports
 from notifier.apikeys import create_key
 from notifier.settings import load_settings
 from notifier.store.base import NotificationStore
@@ -213,7 +213,9 @@ async def run_bench(args: argparse.Namespace, config: StackConfig) -> dict[str, 
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
             EmulatorControl(config.emulator_url, config.ca_file, timeout=60) as control,
         ):
-            sampler = ResourceSampler(config.pids_dir)
+            sampler = ResourceSampler(
+                config.pids_dir, service_ports(config.amqp_url, config.store_url)
+            )
             with _progress() as progress:
                 run = _Run(args, config, app, store, session, control, progress, sampler)
                 stats = await run.submit(key, payloads)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -58,9 +60,24 @@ def _listener_pid(port: int) -> int | None:
     return None
 
 
-def service_pids() -> dict[str, int | None]:
-    """RabbitMQ's and PostgreSQL's PIDs, found by their listening ports (None: not found)."""
-    return {name: _listener_pid(port) for name, port in SERVICE_PORTS.items()}
+def service_pids(ports: Mapping[str, int] = SERVICE_PORTS) -> dict[str, int | None]:
+    """The services' PIDs, found by their listening ports (None: not found)."""
+    return {name: _listener_pid(port) for name, port in ports.items()}
+
+
+def service_ports(amqp_url: str, store_url: str) -> dict[str, int]:
+    """RabbitMQ's and the store's ports on this machine, read from their URLs; the store is
+    named by its kind (``postgresql`` or ``mongodb``), so its server's CPU is counted too."""
+    kind = "mongodb" if store_url.startswith("mongodb") else "postgresql"
+    default = {"mongodb": 27017, "postgresql": 5432}[kind]
+    return {"rabbitmq": _port(amqp_url, 5672), kind: _port(store_url, default)}
+
+
+def _port(url: str, default: int) -> int:
+    """The first host's port in ``url`` (a MongoDB URL may list several hosts)."""
+    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1].split(",")[0]
+    _, _, port = netloc.rpartition(":")
+    return int(port) if port.isdigit() else default
 
 
 def family_cpu_seconds(pid: int) -> float:
@@ -74,11 +91,11 @@ def family_cpu_seconds(pid: int) -> float:
 class ResourceSampler:
     """Call :meth:`sample` now and then (about once a second); read :meth:`summary` at the end."""
 
-    def __init__(self, pids_dir: Path) -> None:
+    def __init__(self, pids_dir: Path, ports: Mapping[str, int] = SERVICE_PORTS) -> None:
         self.pids_dir = pids_dir
         self.started = time.time()
         self.usage: dict[str, _Usage] = {}
-        self.services = service_pids()
+        self.services = service_pids(ports)
         self.machine_start = _machine_busy_seconds()
         self.load_start = os.getloadavg()[0]
         self.last_sample = 0.0
