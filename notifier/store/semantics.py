@@ -96,6 +96,31 @@ def insert_results(
     return results
 
 
+def _to_the_millisecond(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def landed_before(current: Notification | None, worker_id: str, outcome: Outcome) -> bool:
+    """Whether ``current`` already holds ``outcome`` as written by ``worker_id``: an earlier
+    try of the same outcome write landed and only its answer was lost (a timeout), so a
+    retry that finds the lock gone has not lost it.
+
+    The attempt is ours (its last entry is ``worker_id``'s), it ended when the outcome says
+    (compared to the millisecond, a BSON date's precision) and nobody holds the document
+    since. A lock that expired instead leaves the attempt unfinished; a new claim is
+    someone else's lock or a newer attempt.
+    """
+    if current is None or current.locked_by is not None or not current.history:
+        return False
+    last = current.history[-1]
+    return (
+        last.worker == worker_id
+        and last.finished_at is not None
+        and _to_the_millisecond(last.finished_at) == _to_the_millisecond(outcome.finished_at)
+        and current.status is outcome.status
+    )
+
+
 def by_requested_key(
     keys: Sequence[str], found: Iterable[Notification]
 ) -> dict[str, list[Notification]]:

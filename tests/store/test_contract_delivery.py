@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from notifier.models import AttemptOutcome, LastError, Status
+from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import ClaimMiss, NotificationStore, Outcome
 from tests.store.conftest import ConnectStore, insert, make_notification
 
@@ -126,8 +127,11 @@ async def test_complete_writes_outcome_and_releases_lock(
         AttemptOutcome.SENT,
         200,
     )
-    # the lock is gone: completing again changes nothing
-    assert not await store.complete(n.id, "w1", sent(done))
+    # the same write again (a retry after a lost answer): stored already, nothing changes
+    assert await store.complete(n.id, "w1", sent(done))
+    assert await store.get(n.id) == doc
+    # another outcome: the lock is gone, it is refused
+    assert not await store.complete(n.id, "w1", sent(done + timedelta(seconds=1)))
 
 
 async def test_complete_is_fenced_on_the_lock_holder(
@@ -171,22 +175,41 @@ async def test_complete_many_reports_each_item(store: NotificationStore, now: da
     assert await store.complete_many("w1", []) == []
 
 
-async def test_complete_many_repeated_reports_nothing_written(
+async def test_complete_many_retried_after_it_landed_reports_it_written(
     store: NotificationStore, now: datetime
 ) -> None:
-    """A batch written twice (say, retried after a timeout): the second changes nothing and
-    says so, even though the stored outcomes equal the ones it carries."""
+    """A batch written twice (retried after a timeout that hid its success): the second
+    changes nothing, and says the outcomes are stored, so the worker acks and goes on with
+    the side effects (a dead token's deactivation, say) instead of taking a lost lock."""
     a, b = await insert(store, make_notification(now), make_notification(now))
     await store.claim_many([a.id, b.id], "w1", now, LOCK)
     items = [(a.id, sent(now)), (b.id, sent(now))]
     assert await store.complete_many("w1", items) == [True, True]
-    assert await store.complete_many("w1", items) == [False, False]
-    # one of the two claimed again by w1: only that one is written
+    before = [await store.get(a.id), await store.get(b.id)]
+    assert await store.complete_many("w1", items) == [True, True]
+    assert [await store.get(a.id), await store.get(b.id)] == before
+    # not another worker's, not another outcome's, not one never claimed
+    assert await store.complete_many("w2", items) == [False, False]
     later = now + timedelta(seconds=1)
+    assert await store.complete_many("w1", [(a.id, sent(later))]) == [False]
     c, d = await insert(store, make_notification(now), make_notification(now))
     await store.claim(c.id, "w1", now, LOCK)
     again = [(d.id, sent(later)), (c.id, sent(later))]
     assert await store.complete_many("w1", again) == [False, True]
+
+
+async def test_complete_after_the_lock_expired_and_was_recovered_is_lost(
+    store: NotificationStore, now: datetime
+) -> None:
+    """The sweeper closed our attempt as unknown (our lock expired): our late write is
+    refused and says so, though the outcome it carries ends when ours would have."""
+    [n] = await insert(store, make_notification(now))
+    await store.claim(n.id, "w1", now, LOCK)
+    expired = now + timedelta(seconds=LOCK + 1)
+    await store.recover_expired_locks(expired, limit=10, policy=UnknownOutcomePolicy.RESEND)
+    assert await store.complete_many("w1", [(n.id, sent(now))]) == [False]
+    stored = await store.get(n.id)
+    assert stored is not None and stored.status is Status.PENDING
 
 
 async def test_retrying_clears_published_at_and_waits_for_next_attempt(

@@ -33,7 +33,7 @@ FINAL = sorted(s.value for s in FINAL_STATUSES)
 # wins, then reads back by it. Unique per call, it is cleared with the lock.
 LEASE = "lockLease"
 LOCK_FIELDS = ["lockedBy", "lockedAt", "lockExpiry", LEASE]
-# The id of the complete_many call that wrote the outcome (see completed_by).
+# The id of the complete_many call that wrote the outcome (its own writes, told apart).
 OUTCOME_WRITE = "outcomeWrite"
 # The id of the sweeper call (a take or a recovery) that last changed the document.
 SWEEP_WRITE = "sweepWrite"
@@ -224,15 +224,6 @@ def complete_update(outcome: Outcome, write: str) -> Pipeline:
     return [{"$set": fields}, {"$unset": unset}]
 
 
-def completed_by(ids: list[str], write: str) -> Filter:
-    """The documents that the outcome write ``write`` (:func:`complete_update`) changed.
-
-    BulkWriteResult only counts matches; the write's own id tells which items took, where
-    matching on the outcome fields could not tell this write from an identical earlier one.
-    """
-    return {"_id": {"$in": ids}, OUTCOME_WRITE: write}
-
-
 # -- sweeper ---------------------------------------------------------------------------------
 
 
@@ -296,7 +287,8 @@ def unchanged(doc: dict[str, Any]) -> Filter:
 
 
 def swept_by(ids: list[str], write: str) -> Filter:
-    """The documents that the sweeper write ``write`` changed (see :func:`completed_by`)."""
+    """The documents that the sweeper write ``write`` changed (BulkWriteResult only counts
+    matches; the write's own id tells which items took)."""
     return {"_id": {"$in": ids}, SWEEP_WRITE: write}
 
 

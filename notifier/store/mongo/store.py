@@ -57,6 +57,7 @@ from notifier.store.semantics import (
     classify_miss,
     first_of_each_key,
     insert_results,
+    landed_before,
     zero_filled_counts,
 )
 
@@ -253,11 +254,17 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         result = await self._notifications.bulk_write(ops, ordered=False)
         if result.matched_count == len(items):
             return [True] * len(items)
-        # Some lost their lock: one read by the write's id tells which updates took.
+        # Some missed: one read tells which updates took (they carry this write's id), and
+        # which an earlier try of the same write had already written (its answer was lost).
         ids = [id for id, _ in items]
-        cursor = self._notifications.find(q.completed_by(ids, write), {"_id": 1})
-        docs = await q.in_one_reply(cursor, len(ids)).to_list(None)
-        done = {d["_id"] for d in docs}
+        cursor = self._notifications.find({"_id": {"$in": ids}})
+        docs = {d["_id"]: d for d in await q.in_one_reply(cursor, len(ids)).to_list(None)}
+        done = {id for id, d in docs.items() if d.get(q.OUTCOME_WRITE) == write}
+        for id, outcome in items:
+            doc = docs.get(id)
+            current = document_to_notification(doc) if doc is not None else None
+            if landed_before(current, worker_id, outcome):
+                done.add(id)
         return [id in done for id, _ in items]
 
     # -- sweeper --------------------------------------------------------------------------------

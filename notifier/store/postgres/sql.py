@@ -283,6 +283,8 @@ WHERE n.id = u.id AND n.locked_by = $1 AND n.id IN (SELECT id FROM l)
 RETURNING n.id
 """
 
+GET_MANY = "SELECT * FROM notifications WHERE id = ANY($1::text[])"
+
 # -- sweeper ------------------------------------------------------------------------------------
 
 # $1 now, $2 limit, $3 unpublished grace cut-off, $4 stale published cut-off.

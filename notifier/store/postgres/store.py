@@ -54,6 +54,7 @@ from notifier.store.semantics import (
     classify_miss,
     first_of_each_key,
     insert_results,
+    landed_before,
     zero_filled_counts,
 )
 
@@ -224,6 +225,11 @@ class PostgresStore(SharedStoreLogic):
             return []
         rows = await self._fetch(sql.COMPLETE_MANY, worker_id, *outcome_columns(items))
         done = {r["id"] for r in rows}
+        missed = [id for id, _ in items if id not in done]
+        if missed:  # lock lost, or an earlier try of this write landed: one read tells
+            current = await self._fetch(sql.GET_MANY, missed)
+            found = {r["id"]: notification_from_row(r) for r in current}
+            done |= {id for id, o in items if landed_before(found.get(id), worker_id, o)}
         return [id in done for id, _ in items]
 
     # -- sweeper -----------------------------------------------------------------------------------

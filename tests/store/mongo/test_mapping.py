@@ -203,7 +203,6 @@ def test_every_filter_and_update_is_bson_encodable() -> None:
         q.claimable(["x", "y"], T0),
         q.claim_update("w", "lease", T0, T0, Attempt("w", T0).to_dict()),
         q.complete_update(outcome, "write"),
-        q.completed_by(["x"], "write"),
         q.due_for_publish(T0, T0, T0),
         q.unchanged({"_id": "x", "updated_at": T0}),
         q.swept_by(["x"], "write"),
