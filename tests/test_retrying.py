@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import pytest
@@ -34,7 +35,9 @@ class Flaky:
         return "done"
 
 
-def retry_lines(logs: list[dict[str, Any]], event: str = "retrying") -> list[dict[str, Any]]:
+def retry_lines(
+    logs: Sequence[MutableMapping[str, Any]], event: str = "retrying"
+) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == event]
 
 

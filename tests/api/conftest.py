@@ -81,7 +81,7 @@ class Api:
             async def ready() -> bool:
                 # at least: the API may publish meanwhile (a replay's publish, for one)
                 declared = await queue.declare()
-                return declared.message_count >= len(messages)
+                return (declared.message_count or 0) >= len(messages)
 
             await wait_for(ready, timeout=10, what="the read messages back in the queue")
             return [i for m in messages for i in decode(m.body) or ()]

@@ -29,11 +29,12 @@ import pytest_asyncio
 
 from emulator.testing import free_port
 from notifier.apikeys import generate_key, hash_key
+from notifier.broker import delete_queues
 from notifier.models import utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
 from notifier_tools.nginxconf import TEMPLATE, render_nginx_config, upstream_servers
-from tests.api.conftest import APNS_TOKEN, delete_queues, padded_json
+from tests.api.conftest import APNS_TOKEN, padded_json
 from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import AMQP_URL
 from tests.support import wait_for

@@ -141,8 +141,8 @@ async def test_batch_one_insert_one_publish_errors_in_place(
         publishes.append(len(ids))
         await original(ids)
 
-    api.broker.publish = counting_publish  # type: ignore[method-assign]
-    items = [{"to": APNS, "title": str(i)} for i in range(300)]
+    api.broker.publish = counting_publish  # type: ignore[method-assign,assignment]
+    items: list[dict[str, Any]] = [{"to": APNS, "title": str(i)} for i in range(300)]
     items[3] = {"to": APNS, "title": 3, "bogus": 1}
     items[7] = {"to": {"platform": "fcm", "token": ""}, "title": "x"}
     r = await api.post("/v1/notifications/batch", {"notifications": items})

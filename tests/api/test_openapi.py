@@ -3,6 +3,7 @@ answers' shapes; it is valid OpenAPI 3.1."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, get_args
 from urllib.parse import quote
 
@@ -62,13 +63,14 @@ def _enums(node: Any) -> list[list[Any]]:
 def test_every_enum_is_a_model_enum_or_a_subset_of_one() -> None:
     """``Platform``, ``Status`` and the rest drive the document: no list written by hand."""
     schemas = DOCUMENT["components"]["schemas"]
-    for name, enum in (
+    enums: tuple[tuple[str, type[StrEnum]], ...] = (
         ("Platform", Platform),
         ("Status", Status),
         ("Priority", Priority),
         ("AttemptOutcome", AttemptOutcome),
-    ):
-        assert schemas[name]["enum"] == [m.value for m in enum]
+    )
+    for name, model in enums:
+        assert schemas[name]["enum"] == [m.value for m in model]
     models = [{m.value for m in e} for e in (Platform, Status, Priority, AttemptOutcome)]
     for enum in _enums(DOCUMENT):
         assert any(set(enum) <= values for values in models), enum
@@ -124,7 +126,8 @@ def _validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:
 def _parameter(path: str, method: str, name: str) -> dict[str, Any]:
     for param in DOCUMENT["paths"][path][method]["parameters"]:
         if param["name"] == name:
-            return param
+            found: dict[str, Any] = param
+            return found
     raise AssertionError(f"{method} {path} has no parameter {name}")
 
 
@@ -177,7 +180,7 @@ def test_body_rules_json_schema_can_state_are_in_the_schema() -> None:
     validator = _validator({"$ref": "#/components/schemas/NotificationRequest"})
     base = {"to": {"platform": "apns", "token": APNS_TOKEN}, "title": "Hi"}
     assert validator.is_valid(base)
-    for refused in (
+    refusals: tuple[dict[str, Any], ...] = (
         {"collapse_key": "ü"},
         {"collapse_key": " x"},
         {"data": {"aps": "x"}},
@@ -187,7 +190,8 @@ def test_body_rules_json_schema_can_state_are_in_the_schema() -> None:
         {"title": None},  # no content: a title, a body or data is required
         {"title": None, "data": {}},
         {"ttl_seconds": -1},
-    ):
+    )
+    for refused in refusals:
         assert not validator.is_valid({**base, **refused}), refused
 
 

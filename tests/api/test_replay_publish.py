@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from api.keys import WRITER
-from api.schemas import BatchItem, NotificationRequest
+from api.schemas import BatchItem, DeviceTarget, NotificationRequest
 from api.views import build_notification, fingerprint
 from api.writer import REPLAY_PUBLISH_AFTER_SECONDS
 from notifier.models import Notification, Target, utcnow
@@ -30,7 +30,7 @@ async def _stored_unpublished(
     model = BatchItem if batch_item else NotificationRequest
     req = model.model_validate(body)
     fp = fingerprint(body)
-    if hasattr(req.to, "token"):
+    if isinstance(req.to, DeviceTarget):
         targets = [(Target(req.to.platform, req.to.token), key)]
     else:  # a user fan-out: one document per active device, keys key#0, key#1, ...
         devices = await api.store.list_devices(api.app_name, req.to.user_id, active_only=True)
@@ -98,7 +98,7 @@ async def test_a_retry_of_a_published_request_publishes_nothing_more(api: Api) -
     assert first.status == 202
     again = await api.post("/v1/notifications", BODY, **{"Idempotency-Key": "k-live"})
     assert again.status == 200
-    writer = api.client.server.app[WRITER]
+    writer = api.client.app[WRITER]
     # the retry's re-read (when the first is old enough) has run, and found it published
     await wait_for(
         lambda: writer.rechecks_pending == 0,

@@ -30,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
 from api.openapi import openapi_document
 from emulator.testing import free_port
 from notifier.apikeys import generate_key, hash_key
+from notifier.broker import delete_queues
 from notifier.models import utcnow
 from notifier.settings import load_settings
 from notifier.store import open_store
-from tests.api.conftest import delete_queues
 from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import AMQP_URL
 
@@ -54,7 +54,7 @@ def _refusal_pointers(response: Any) -> set[str]:
 
 @schemathesis.check
 def refused_only_for_described_limits(
-    ctx: CheckContext, response: Any, case: schemathesis.Case
+    ctx: CheckContext, response: Any, case: schemathesis.Case[Any]
 ) -> bool | None:
     """A schema-valid request is refused only where JSON Schema cannot say why."""
     meta = case.meta
@@ -112,7 +112,7 @@ async def live_api(
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_api_conforms_to_its_schema(case: schemathesis.Case, live_api: dict[str, str]) -> None:
+def test_api_conforms_to_its_schema(case: schemathesis.Case[Any], live_api: dict[str, str]) -> None:
     response = case.call(
         base_url=live_api["base_url"],
         headers={"Authorization": f"Bearer {live_api['key']}"},

@@ -12,10 +12,11 @@ import pytest
 from api.server import run
 from emulator.testing import free_port
 from notifier.apikeys import generate_key, hash_key
+from notifier.broker import delete_queues
 from notifier.models import utcnow
 from notifier.settings import Settings
 from notifier.store import NotificationStore
-from tests.api.conftest import APNS_TOKEN, delete_queues
+from tests.api.conftest import APNS_TOKEN
 from tests.support import wait_for
 
 BODY = {"to": {"platform": "apns", "token": APNS_TOKEN}, "title": "Hi"}

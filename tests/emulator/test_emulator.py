@@ -175,7 +175,9 @@ async def test_google_auth_library_gets_a_token(emu) -> None:
     import requests
     from google.oauth2 import service_account
 
-    creds = service_account.Credentials.from_service_account_info(_account(emu), scopes=[SCOPE])
+    creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+        _account(emu), scopes=[SCOPE]
+    )
     session = requests.Session()
     session.trust_env = False
     session.verify = str(emu.ca_file)

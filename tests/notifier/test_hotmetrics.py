@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -19,15 +21,15 @@ def _exposition(registry: CollectorRegistry) -> list[str]:
 
 def test_same_exposition_as_prometheus_client() -> None:
     theirs, ours = CollectorRegistry(), CollectorRegistry()
-    histograms = (
+    histograms: tuple[Any, Any] = (
         Histogram("t_seconds", "Help.", ["provider"], buckets=BUCKETS, registry=theirs),
         LocalHistogram("t_seconds", "Help.", ["provider"], ours, buckets=BUCKETS),
     )
-    counters = (
+    counters: tuple[Any, Any] = (
         Counter("t_events", "Help.", ["provider", "outcome"], registry=theirs),
         LocalCounter("t_events", "Help.", ["provider", "outcome"], ours),
     )
-    plain = (
+    plain: tuple[Any, Any] = (
         Counter("t_messages", "Help.", registry=theirs),
         LocalCounter("t_messages", "Help.", (), ours),
     )

@@ -21,7 +21,13 @@ from pydantic import ValidationError
 
 from api.body import parse_json
 from api.problems import Problem
-from api.schemas import IDEMPOTENCY_KEY_PATTERN, DeviceRequest, NotificationRequest, check_token
+from api.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    DeviceRequest,
+    DeviceTarget,
+    NotificationRequest,
+    check_token,
+)
 from api.views import build_notification, fingerprint
 from notifier.models import Notification, Target, utcnow
 from notifier.providers.spec import APNS, FCM
@@ -50,7 +56,7 @@ _times = st.builds(_rfc3339, _moments, _offsets, _fractions) | st.builds(
     lambda: utcnow().isoformat()
 )
 # Any character but NUL (the API refuses NUL before validation; hypothesis favours it).
-_chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+_chars = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
 _text = st.text(_chars, max_size=40) | st.text(_chars, min_size=200, max_size=300)
 # Near the provider rules (notifier/providers/spec.py) and inside them, up to their longest.
 _fcm_token = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1) | (
@@ -82,7 +88,7 @@ def _accepted(body: dict[str, Any], key: str | None) -> Notification | None:
         req = NotificationRequest.model_validate(parsed)
     except (Problem, ValidationError):
         return None
-    assert not isinstance(req.to, dict) and hasattr(req.to, "token")
+    assert isinstance(req.to, DeviceTarget)
     fp = fingerprint(parsed) if key is not None else None
     target = Target(req.to.platform, req.to.token)
     app = f"app-{secrets.token_hex(6)}"  # a key of its own: every insert creates

@@ -255,11 +255,15 @@ async def test_reopen_puts_a_failed_notification_back_in_line(
         assert await store.complete(doc.id, "w1", outcome)
     later = now + timedelta(minutes=1)
     assert await store.reopen(failed.id, later)
-    doc = await store.get(failed.id)
-    assert doc is not None
-    assert (doc.status, doc.published_at, doc.locked_by) == (Status.PENDING, later, None)
-    assert doc.attempts == 1 and len(doc.history) == 1
-    assert doc.last_error is not None and doc.last_error.code == "INVALID"
+    reopened = await store.get(failed.id)
+    assert reopened is not None
+    assert (reopened.status, reopened.published_at, reopened.locked_by) == (
+        Status.PENDING,
+        later,
+        None,
+    )
+    assert reopened.attempts == 1 and len(reopened.history) == 1
+    assert reopened.last_error is not None and reopened.last_error.code == "INVALID"
     assert (await store.claim(failed.id, "w2", later, LOCK)).won
     assert not await store.reopen(sent_doc.id, later)
     assert not await store.reopen(pending.id, later)
