@@ -88,9 +88,9 @@ async def _plan(
     loc: Sequence[str | int] = (),
 ) -> _Plan:
     """The documents for a request; a user target expands to the user's active devices."""
-    if not isinstance(req.to, UserTarget):
-        return _planned(app, req, key, fp, now, loc, [])
-    devices = await store.list_devices(app, req.to.user_id, active_only=True)
+    devices: list[Device] = []
+    if isinstance(req.to, UserTarget):
+        devices = await store.list_devices(app, req.to.user_id, active_only=True)
     return _planned(app, req, key, fp, now, loc, devices)
 
 
@@ -207,14 +207,14 @@ def _plan_item(
     key = req.idempotency_key
     fp = fingerprint(item) if key is not None else None
     try:
-        if not isinstance(req.to, UserTarget):
-            return _planned(app, req, key, fp, now, ("notifications", index), [])
-        stored = lookups.stored.get(key, []) if key is not None else []
-        if stored:
-            answer = _replay(stored, fp)
-            replayed.extend(stored)
-            return answer
-        devices = lookups.devices.get(req.to.user_id, [])
+        devices: list[Device] = []
+        if isinstance(req.to, UserTarget):
+            stored = lookups.stored.get(key, []) if key is not None else []
+            if stored:
+                answer = _replay(stored, fp)
+                replayed.extend(stored)
+                return answer
+            devices = lookups.devices.get(req.to.user_id, [])
         return _planned(app, req, key, fp, now, ("notifications", index), devices)
     except Problem as problem:
         return {"error": problem.to_dict()}

@@ -262,8 +262,9 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         done = {id for id, d in docs.items() if d.get(q.OUTCOME_WRITE) == write}
         for id, outcome in items:
             doc = docs.get(id)
-            current = document_to_notification(doc) if doc is not None else None
-            if landed_before(current, worker_id, outcome):
+            if id in done or doc is None:
+                continue
+            if landed_before(document_to_notification(doc), worker_id, outcome):
                 done.add(id)
         return [id in done for id, _ in items]
 
