@@ -1,16 +1,23 @@
-"""RabbitMQ: the durable work queue that carries wake-ups (notification ids), via aio-pika.
+"""RabbitMQ: the durable work queues that carry wake-ups (notification ids), via aio-pika.
 
-The queue is a durable quorum queue; messages are persistent and every publish waits for
-the broker's confirm. A work message carries up to :data:`IDS_PER_MESSAGE` ids as
-``{"ids": [...]}`` (the older one-id form ``{"id": ...}`` is still read). Dead letters
-(exhausted retries, poison messages) go through the ``notifier.dlx`` exchange to
-``<queue>.dead``, where ``notifier dlq`` reads and replays them.
+Each lane has its own queues (docs/design.md section 1, lanes):
+- the transactional lane: ``<queue>``, dead letters in ``<queue>.dead``;
+- the bulk lane: one queue per app, ``<queue>.bulk.<app>`` (declared by the first publish
+  for that app; workers find the apps in the store), dead letters in ``<queue>.dead.bulk``.
+Every queue is a durable quorum queue; messages are persistent, every publish waits for the
+broker's confirm, and a publish no queue takes (a queue deleted meanwhile) fails rather than
+vanish. A work message carries up to :data:`IDS_PER_MESSAGE` ids as ``{"ids": [...]}``
+(the older one-id form ``{"id": ...}`` is still read). Dead letters (exhausted retries,
+poison messages) go through the ``notifier.dlx`` exchange to their lane's dead-letter
+queue, where ``notifier dlq`` reads and replays them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import hashlib
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +32,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from notifier.models import Lane, Wake
 from notifier.settings import Settings
 
 DLX_EXCHANGE = "notifier.dlx"
@@ -69,13 +77,54 @@ def decode(body: bytes) -> list[str] | None:
     return None
 
 
-def queue_arguments(settings: Settings) -> dict[str, Any]:
+# An app name used as it is in a queue name; any other is replaced by a digest of it.
+_PLAIN_APP = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def bulk_queue_prefix(settings: Settings) -> str:
+    return f"{settings.queue}.bulk."
+
+
+def queue_for(settings: Settings, lane: Lane, app: str) -> str:
+    """The work queue of ``lane`` (for the bulk lane, of ``app``)."""
+    if lane is Lane.TRANSACTIONAL:
+        return settings.queue
+    if _PLAIN_APP.match(app):
+        return bulk_queue_prefix(settings) + app
+    return bulk_queue_prefix(settings) + "~" + hashlib.sha256(app.encode()).hexdigest()[:24]
+
+
+def dead_queue_for(settings: Settings, lane: Lane) -> str:
+    """The dead-letter queue of ``lane``."""
+    if lane is Lane.TRANSACTIONAL:
+        return settings.dead_letter_queue
+    return f"{settings.dead_letter_queue}.bulk"
+
+
+def lane_of_queue(settings: Settings, name: str) -> Lane:
+    """The lane a work or dead-letter queue of these settings belongs to."""
+    bulk = name.startswith(bulk_queue_prefix(settings)) or name == dead_queue_for(
+        settings, Lane.BULK
+    )
+    return Lane.BULK if bulk else Lane.TRANSACTIONAL
+
+
+def queue_arguments(settings: Settings, lane: Lane = Lane.TRANSACTIONAL) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
         "x-dead-letter-exchange": DLX_EXCHANGE,
-        "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-dead-letter-routing-key": dead_queue_for(settings, lane),
         "x-delivery-limit": DELIVERY_LIMIT,
     }
+
+
+def _routes(wakes: Iterable[Wake]) -> dict[tuple[Lane, str], list[str]]:
+    """The wakes' ids grouped by queue (lane, and app for the bulk lane), in order."""
+    routes: dict[tuple[Lane, str], list[str]] = {}
+    for wake in wakes:
+        app = wake.app if wake.lane is Lane.BULK else ""
+        routes.setdefault((wake.lane, app), []).append(wake.id)
+    return routes
 
 
 class Broker:
@@ -86,6 +135,8 @@ class Broker:
         self.connection = connection
         self._channel: AbstractChannel | None = None
         self._dlx: AbstractExchange | None = None
+        self._declared: set[str] = set()  # the work queues this broker declared
+        self._declaring: dict[str, asyncio.Future[AbstractQueue]] = {}
 
     @classmethod
     async def connect(cls, settings: Settings, *, timeout: float = 10.0) -> Broker:
@@ -98,19 +149,50 @@ class Broker:
         return broker
 
     async def declare(self) -> None:
-        """Declare the exchange and queues, idempotently."""
-        channel = await self.connection.channel(publisher_confirms=True)
+        """Declare the exchange, both lanes' dead-letter queues and the transactional work
+        queue, idempotently (a bulk queue is declared by the first publish to it)."""
+        # on_return_raises: a publish no queue takes fails instead of being confirmed
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self._dlx = await channel.declare_exchange(
             DLX_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        dead = await channel.declare_queue(
-            self.settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead.bind(self._dlx, routing_key=self.settings.dead_letter_queue)
+        for lane in Lane:
+            name = dead_queue_for(self.settings, lane)
+            dead = await channel.declare_queue(
+                name, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dead.bind(self._dlx, routing_key=name)
         await channel.declare_queue(
             self.settings.queue, durable=True, arguments=queue_arguments(self.settings)
         )
+        self._declared.add(self.settings.queue)
         self._channel = channel
+
+    @property
+    def declared_queues(self) -> frozenset[str]:
+        """The work queues this broker declared (the transactional one, and each bulk queue
+        it published to)."""
+        return frozenset(self._declared)
+
+    async def _ensure_queue(self, channel: AbstractChannel, lane: Lane, name: str) -> None:
+        """Declare a bulk queue once per broker (concurrent publishes share the declare)."""
+        if name in self._declared:
+            return
+        pending = self._declaring.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                channel.declare_queue(
+                    name, durable=True, arguments=queue_arguments(self.settings, lane)
+                )
+            )
+            self._declaring[name] = pending
+            try:
+                await pending
+                self._declared.add(name)
+            finally:
+                del self._declaring[name]
+        else:
+            await pending
 
     async def _publish(
         self, exchange: AbstractExchange, routing_key: str, body: bytes, message_id: str
@@ -125,9 +207,16 @@ class Broker:
         )
         await exchange.publish(message, routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS)
 
-    async def publish(self, ids: Sequence[str], *, per_message: int = IDS_PER_MESSAGE) -> None:
-        """Publish the ids to the work queue, ``per_message`` to a message; wait for every
-        confirm.
+    async def publish(
+        self,
+        ids: Sequence[str],
+        *,
+        lane: Lane = Lane.TRANSACTIONAL,
+        app: str = "",
+        per_message: int = IDS_PER_MESSAGE,
+    ) -> None:
+        """Publish the ids to the work queue of ``lane`` (and ``app``, for the bulk lane),
+        ``per_message`` to a message; wait for every confirm.
 
         Raises :class:`BrokerUnavailable` if any publish is not confirmed; the caller leaves
         those documents unpublished and the sweeper publishes them later.
@@ -136,13 +225,29 @@ class Broker:
             return
         channel = self._require_channel()
         exchange = channel.default_exchange
+        queue = queue_for(self.settings, lane, app)
         chunks = [ids[i : i + per_message] for i in range(0, len(ids), max(1, per_message))]
         try:
+            await self._ensure_queue(channel, lane, queue)
             await asyncio.gather(
-                *(self._publish(exchange, self.settings.queue, encode_ids(c), c[0]) for c in chunks)
+                *(self._publish(exchange, queue, encode_ids(c), c[0]) for c in chunks)
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            if isinstance(exc, aio_pika.exceptions.PublishError):
+                self._declared.discard(queue)  # deleted meanwhile: declare it again next time
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+
+    async def publish_wakes(self, wakes: Iterable[Wake]) -> None:
+        """Publish each notification to its lane's queue (see :meth:`publish`); raises
+        :class:`BrokerUnavailable` if any publish is not confirmed."""
+        routes = _routes(wakes)
+        results = await asyncio.gather(
+            *(self.publish(ids, lane=lane, app=app) for (lane, app), ids in routes.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def publish_body(self, body: bytes, *, dead: bool = False) -> None:
         """Publish a body as it is to the work queue (``dead``: the dead-letter queue), for
@@ -157,28 +262,33 @@ class Broker:
         message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await exchange.publish(message, routing_key=queue, timeout=PUBLISH_TIMEOUT_SECONDS)
 
-    async def publish_dead(self, notification_id: str, reason: str) -> None:
-        """Put a notification id on the dead-letter queue, with the reason."""
+    async def publish_dead(
+        self, notification_id: str, reason: str, lane: Lane = Lane.TRANSACTIONAL
+    ) -> None:
+        """Put a notification id on its lane's dead-letter queue, with the reason."""
         self._require_channel()
         assert self._dlx is not None
         try:
             await self._publish(
                 self._dlx,
-                self.settings.dead_letter_queue,
+                dead_queue_for(self.settings, lane),
                 encode(notification_id, reason=reason),
                 notification_id,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable(f"dead-letter publish failed: {type(exc).__name__}") from exc
 
-    async def queue_depths(self) -> dict[str, int]:
-        """Messages ready in the work queue and in the dead-letter queue."""
+    async def queue_depths(self, queues: Iterable[str] = ()) -> dict[str, int]:
+        """Messages ready in the transactional work queue, in ``queues`` (bulk queues: those
+        a worker consumes) and in both dead-letter queues."""
         channel = self._require_channel()
         # On the raw channel: a robust channel answers a passive declare of a queue it
         # declared before from its cache, with the count of that first declaration.
         underlay = await channel.get_underlay_channel()
+        names = [self.settings.queue, *sorted(set(queues) - {self.settings.queue})]
+        names += [dead_queue_for(self.settings, lane) for lane in Lane]
         depths: dict[str, int] = {}
-        for name in (self.settings.queue, self.settings.dead_letter_queue):
+        for name in names:
             declared = await underlay.queue_declare(name, passive=True)
             depths[name] = declared.message_count or 0
         return depths
@@ -196,17 +306,21 @@ class Broker:
         await self.connection.close()
 
 
-async def consuming_channel(
-    connection: AbstractConnection, settings: Settings, prefetch: int
-) -> tuple[AbstractChannel, AbstractQueue]:
-    """A channel of its own for a consumer, with ``prefetch``, and the work queue declared
-    on it as :meth:`Broker.declare` does (so whichever process comes first creates it)."""
+async def consuming_channel(connection: AbstractConnection, prefetch: int) -> AbstractChannel:
+    """A channel of its own for consumers, each of which may hold ``prefetch`` messages."""
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=prefetch)
-    queue = await channel.declare_queue(
-        settings.queue, durable=True, arguments=queue_arguments(settings)
+    return channel
+
+
+async def work_queue(
+    channel: AbstractChannel, settings: Settings, lane: Lane, app: str = ""
+) -> AbstractQueue:
+    """The work queue of ``lane`` (and ``app``) declared on ``channel`` as a publisher
+    declares it (so whichever process comes first creates it)."""
+    return await channel.declare_queue(
+        queue_for(settings, lane, app), durable=True, arguments=queue_arguments(settings, lane)
     )
-    return channel, queue
 
 
 @asynccontextmanager
@@ -221,11 +335,14 @@ async def existing_queue(connection: AbstractConnection, name: str) -> AsyncIter
         await channel.close()
 
 
-async def delete_queues(settings: Settings) -> None:
-    """Delete the work and dead-letter queues of ``settings``: what a benchmark or a test
-    declared for itself (quorum queues left behind pile up in RabbitMQ and slow it down)."""
+async def delete_queues(settings: Settings, apps: Iterable[str] = ()) -> None:
+    """Delete the work and dead-letter queues of ``settings`` (and the bulk queues of
+    ``apps``): what a benchmark or a test declared for itself (quorum queues left behind pile
+    up in RabbitMQ and slow it down)."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        for name in (settings.queue, settings.dead_letter_queue):
+        names = [settings.queue, *(dead_queue_for(settings, lane) for lane in Lane)]
+        names += [queue_for(settings, Lane.BULK, app) for app in apps]
+        for name in names:
             await channel.queue_delete(name)

@@ -25,6 +25,17 @@ class Priority(StrEnum):
     NORMAL = "normal"
 
 
+class Lane(StrEnum):
+    """Which work queue carries a notification (docs/design.md section 1, lanes).
+
+    ``transactional``: a person is waiting (login codes, payments, chat); workers keep slots
+    for it that bulk work never takes. ``bulk``: campaigns and digests; each app has its own
+    bulk queue, and workers share their bulk slots between apps in turn."""
+
+    TRANSACTIONAL = "transactional"
+    BULK = "bulk"
+
+
 class Status(StrEnum):
     PENDING = "pending"
     SCHEDULED = "scheduled"
@@ -88,6 +99,16 @@ class Target:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What a publish needs of a notification: its id, and the queue it goes to, which its
+    lane and (for the bulk lane) its app name (``notifier.broker.queue_for``)."""
+
+    id: str
+    app: str
+    lane: Lane
+
+
 @dataclass(slots=True)
 class Attempt:
     """One push attempt: written with ``started_at`` at claim, finished with the outcome."""
@@ -148,6 +169,7 @@ class Notification:
     body: str | None = None
     data: dict[str, str] = field(default_factory=dict)
     priority: Priority = Priority.HIGH
+    lane: Lane = Lane.TRANSACTIONAL
     collapse_key: str | None = None
     ttl_seconds: int | None = None
     status: Status = Status.PENDING
@@ -173,6 +195,10 @@ class Notification:
         from datetime import timedelta
 
         return self.created_at + timedelta(seconds=self.ttl_seconds)
+
+    @property
+    def wake(self) -> Wake:
+        return Wake(self.id, self.app, self.lane)
 
     @property
     def is_data_only(self) -> bool:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from notifier.models import Lane
+
 ENV_PREFIX = "NOTIFIER_"
 
 
@@ -76,6 +78,10 @@ class Settings(BaseModel):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     queue: str = Field(default="notifications", min_length=1, max_length=200)
     prefetch: int = Field(default=10, ge=1, le=10_000)
+    # The lanes a worker consumes (comma-separated): both by default; one, to run workers
+    # per lane. The share of a worker's slots bulk work never takes, kept for transactional.
+    lanes: tuple[Lane, ...] = (Lane.TRANSACTIONAL, Lane.BULK)
+    transactional_reserve: float = Field(default=0.25, gt=0, lt=1)
     lock_seconds: int = Field(default=300, ge=5)
     max_attempts: int = Field(default=5, ge=1, le=100)
 
@@ -101,6 +107,20 @@ class Settings(BaseModel):
 
     log_format: LogFormat = LogFormat.JSON
     log_level: str = Field(default="info", pattern=r"^(?i:debug|info|warning|error)$")
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _lanes(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        names = [name.strip() for name in v.split(",") if name.strip()]
+        known = {lane.value for lane in Lane}
+        bad = [name for name in names if name not in known]
+        if bad or not names:
+            raise ValueError(
+                f"must name lanes among {', '.join(sorted(known))} (comma-separated), got {v!r}"
+            )
+        return tuple(Lane(name) for name in dict.fromkeys(names))
 
     @field_validator("store_url")
     @classmethod

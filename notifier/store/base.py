@@ -22,10 +22,12 @@ from typing import Protocol
 from notifier.models import (
     AttemptOutcome,
     Device,
+    Lane,
     LastError,
     Notification,
     Platform,
     Status,
+    Wake,
 )
 from notifier.settings import UnknownOutcomePolicy
 
@@ -124,6 +126,12 @@ class RecoveredLock:
     id: str
     unknown_attempt: bool  # the last attempt started but never finished
     republish: bool  # False when the policy held it as failed (outcome_unknown)
+    app: str = ""
+    lane: Lane = Lane.TRANSACTIONAL
+
+    @property
+    def wake(self) -> Wake:
+        return Wake(self.id, self.app, self.lane)
 
 
 class NotificationStore(Protocol):
@@ -228,8 +236,9 @@ class NotificationStore(Protocol):
         limit: int,
         unpublished_grace_seconds: float,
         stale_published_seconds: float,
-    ) -> list[str]:
-        """Atomically take documents that need a (re)publish and set ``published_at = now``.
+    ) -> list[Wake]:
+        """Atomically take documents that need a (re)publish and set ``published_at = now``;
+        each as its :class:`~notifier.models.Wake` (id, app, lane), to publish to its queue.
 
         Taken: unlocked (or lock-expired) open documents that are
         - ``scheduled``/``retrying`` and due, with ``published_at`` unset or earlier than
@@ -255,6 +264,12 @@ class NotificationStore(Protocol):
         FAIL such a document becomes ``failed`` (``last_error.code = outcome_unknown``);
         otherwise it stays open and ``published_at = now`` (the caller republishes it).
         """
+
+    async def bulk_apps(self) -> list[str]:
+        """The apps that have open (pending, scheduled or retrying) bulk-lane notifications,
+        sorted: the apps whose bulk queues the workers consume. Cheap whatever the size of the
+        table (served by an index of open documents), since every worker asks every few
+        seconds."""
 
     async def counts_by_status(
         self, app: str | None = None, *, open_only: bool = False
