@@ -237,12 +237,17 @@ class Broker:
                 self._declared.discard(queue)  # deleted meanwhile: declare it again next time
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
 
-    async def publish_wakes(self, wakes: Iterable[Wake]) -> None:
+    async def publish_wakes(
+        self, wakes: Iterable[Wake], *, per_message: int = IDS_PER_MESSAGE
+    ) -> None:
         """Publish each notification to its lane's queue (see :meth:`publish`); raises
         :class:`BrokerUnavailable` if any publish is not confirmed."""
         routes = _routes(wakes)
         results = await asyncio.gather(
-            *(self.publish(ids, lane=lane, app=app) for (lane, app), ids in routes.items()),
+            *(
+                self.publish(ids, lane=lane, app=app, per_message=per_message)
+                for (lane, app), ids in routes.items()
+            ),
             return_exceptions=True,
         )
         for result in results:

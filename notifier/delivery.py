@@ -27,7 +27,7 @@ from notifier.decisions import (
     decide_before_push,
 )
 from notifier.eventloop import RunningLoop
-from notifier.models import Notification, Platform, utcnow
+from notifier.models import Lane, Notification, Platform, utcnow
 from notifier.observer import DeliveryObserver, DeliveryStats
 from notifier.providers.base import Provider, PushOutcome, PushResult
 from notifier.retrying import Backoff, retry
@@ -47,7 +47,9 @@ DEAD_LETTER_BACKOFF = Backoff(0.2, 2.0)
 class DeadLetters(Protocol):
     """Where exhausted and permanently failed notification ids go (``Broker`` fits)."""
 
-    async def publish_dead(self, notification_id: str, reason: str) -> None: ...
+    async def publish_dead(
+        self, notification_id: str, reason: str, lane: Lane = Lane.TRANSACTIONAL
+    ) -> None: ...
 
 
 class DeliveryStore(Protocol):
@@ -199,7 +201,7 @@ class Deliverer:
         if decision.deactivate:
             await self._deactivate(n, outcome, decision.token_invalid_since)
         if decision.dead_letter_reason is not None:
-            await self._dead_letter(n.id, decision.dead_letter_reason)
+            await self._dead_letter(n, decision.dead_letter_reason)
         return RESULT_BY_STATUS[outcome.status]
 
     async def _write_outcome(self, notification_id: str, outcome: Outcome) -> bool:
@@ -226,10 +228,11 @@ class Deliverer:
             return
         self.observer.deactivated(n, done)
 
-    async def _dead_letter(self, notification_id: str, reason: str) -> None:
+    async def _dead_letter(self, n: Notification, reason: str) -> None:
+        notification_id = n.id
         try:
             await retry(
-                lambda: self.dead_letters.publish_dead(notification_id, reason),
+                lambda: self.dead_letters.publish_dead(notification_id, reason, n.lane),
                 what="dead letter",
                 backoff=DEAD_LETTER_BACKOFF,
                 max_attempts=DEAD_LETTER_ATTEMPTS,

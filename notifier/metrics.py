@@ -114,15 +114,15 @@ OUTCOME_WRITE_DURATION = LocalHistogram(
 )
 CLAIM_LATENCY = LocalHistogram(
     "notifier_claim_latency_seconds",
-    "Accepted (created) to claimed by a worker, by provider.",
-    ["provider"],
+    "Accepted (created) to claimed by a worker, by provider and lane.",
+    ["provider", "lane"],
     WORKER_REGISTRY,
     buckets=END_TO_END_BUCKETS,
 )
 DELIVERY_LATENCY = LocalHistogram(
     "notifier_delivery_latency_seconds",
-    "Accepted (created) to sent, end to end, by provider.",
-    ["provider"],
+    "Accepted (created) to sent, end to end, by provider and lane.",
+    ["provider", "lane"],
     WORKER_REGISTRY,
     buckets=END_TO_END_BUCKETS,
 )
@@ -199,8 +199,16 @@ NOTIFICATIONS_BY_STATUS = Gauge(
 )
 QUEUE_MESSAGES = Gauge(
     "notifier_queue_messages",
-    "Messages ready in a broker queue (work queue and dead-letter queue).",
-    ["queue"],
+    "Messages ready in a broker queue (each lane's work queues and dead-letter queue), "
+    "by queue and lane.",
+    ["queue", "lane"],
+    registry=WORKER_REGISTRY,
+)
+QUEUE_WAIT = Gauge(
+    "notifier_queue_wait_seconds",
+    "How long the last message this worker took from the lane had waited in its queue "
+    "(publish to receipt); 0 once the lane's queues are empty. The lane's backlog age.",
+    ["lane"],
     registry=WORKER_REGISTRY,
 )
 

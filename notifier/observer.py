@@ -79,7 +79,7 @@ class DeliveryObserver:
     def claimed(self, n: Notification, claimed_at: datetime) -> None:
         """Won: the push starts."""
         metrics.CLAIMS.labels("won").inc()
-        metrics.CLAIM_LATENCY.labels(n.target.platform.value).observe(
+        metrics.CLAIM_LATENCY.labels(n.target.platform.value, n.lane.value).observe(
             _seconds(n.created_at, claimed_at)
         )
         self.stats.deliveries_in_progress += 1
@@ -127,7 +127,7 @@ class DeliveryObserver:
         provider = n.target.platform.value
         metrics.DELIVERIES.labels(provider, outcome.attempt_outcome.value).inc()
         if outcome.status is Status.SENT:
-            metrics.DELIVERY_LATENCY.labels(provider).observe(
+            metrics.DELIVERY_LATENCY.labels(provider, n.lane.value).observe(
                 _seconds(n.created_at, outcome.finished_at)
             )
         elif outcome.status is Status.RETRYING:

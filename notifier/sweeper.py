@@ -7,24 +7,31 @@ wake-ups, and publishes their ids. Every take is an atomic store update, so howe
 sweepers run, each document is republished by one of them per round. A failed publish
 clears ``published_at`` again so the next round retries.
 
-A due retry is its own take and never waits on the queue's depth. Only the lost-wake-up
+Each id goes back to its lane's queue (the bulk lane: its app's queue, ``notifier.broker``).
+
+A due retry is its own take and never waits on the queues' depth. Only the lost-wake-up
 take does: a document published but unclaimed may simply be waiting its turn in a deep
-queue. The work queue is first in, first out, so once this worker has received a message
-published at T, every wake-up published before T has left the queue; one published well
-before T (``stale_published_seconds``) and still unclaimed is lost (:class:`QueueHead`).
+queue. Each work queue is first in, first out, so once this worker has received a message
+of that queue published at T, every wake-up published there before T has left it; one
+published well before T (``stale_published_seconds``) and still unclaimed is lost
+(:class:`QueueHead`). The take has one cut-off for every queue, so it is set by the queue
+that is furthest behind: while a bulk backlog drains, a lost transactional wake-up is found
+once that backlog's head has moved past it (lost wake-ups are rare: a publish confirmed and
+then lost; an unconfirmed one is left unpublished, and taken after a fixed grace).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from notifier import metrics
+from notifier.broker import lane_of_queue
 from notifier.logging import get_logger
-from notifier.models import OPEN_STATUSES, utcnow
+from notifier.models import OPEN_STATUSES, Lane, Wake, utcnow
 from notifier.retrying import Backoff, retry
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore, StoreUnavailable
@@ -49,11 +56,13 @@ GAUGE_REFRESH_SECONDS = 12.0
 class Publisher(Protocol):
     """What the sweeper needs of the broker (``notifier.broker.Broker`` fits)."""
 
-    async def publish(self, ids: Sequence[str]) -> None: ...
+    async def publish_wakes(self, wakes: Sequence[Wake]) -> None: ...
 
-    async def publish_dead(self, notification_id: str, reason: str) -> None: ...
+    async def publish_dead(
+        self, notification_id: str, reason: str, lane: Lane = Lane.TRANSACTIONAL
+    ) -> None: ...
 
-    async def queue_depths(self) -> dict[str, int]: ...
+    async def queue_depths(self, queues: Iterable[str] = ()) -> dict[str, int]: ...
 
 
 class PublishFailed(Exception):
@@ -61,24 +70,30 @@ class PublishFailed(Exception):
 
 
 class QueueHead:
-    """How far the work queue has got, as one worker sees it: the publish time of the
-    newest message it received (every publish is stamped, ``notifier.broker``).
+    """How far each work queue this worker consumes has got, as it sees it: the publish time
+    of the newest message it received from that queue (every publish is stamped,
+    ``notifier.broker``).
 
-    The queue hands messages out in order, so everything published before that time has
+    A queue hands messages out in order, so everything published to it before that time has
     been delivered (to some worker). Requeued and redelivered messages carry their old
     stamp and never move the head back. AMQP stamps are whole seconds, rounded down: the
-    head errs early, on the safe side."""
+    head errs early, on the safe side. The consumer records which queues it consumes, and
+    whether it consumes every lane (a worker that sees only one lane cannot tell whether a
+    wake-up of the other is lost)."""
 
-    def __init__(self) -> None:
-        self.newest: datetime | None = None
+    def __init__(self, consumed: Iterable[str] = ()) -> None:
+        self.newest: dict[str, datetime] = {}
+        self.consumed: set[str] = set(consumed)
+        self.all_lanes = True
 
-    def seen(self, published: datetime | None) -> None:
+    def seen(self, queue: str, published: datetime | None) -> None:
         if published is None:  # a message from a publisher that does not stamp
             return
         if published.tzinfo is None:
             published = published.replace(tzinfo=UTC)
-        if self.newest is None or published > self.newest:
-            self.newest = published
+        newest = self.newest.get(queue)
+        if newest is None or published > newest:
+            self.newest[queue] = published
 
 
 class Sweeper:
@@ -151,8 +166,8 @@ class Sweeper:
         unknown = sum(1 for r in recovered if r.unknown_attempt)
         if unknown:
             metrics.UNKNOWN_OUTCOMES.inc(unknown)
-        to_publish = [r.id for r in recovered if r.republish]
-        held = [r.id for r in recovered if not r.republish]
+        to_publish = [r.wake for r in recovered if r.republish]
+        held = [r for r in recovered if not r.republish]
         log.warning(
             "expired_locks_recovered",
             count=len(recovered),
@@ -160,55 +175,62 @@ class Sweeper:
             republish=len(to_publish),
             held_failed=len(held),
         )
-        for notification_id in held:
-            await self._dead_letter(notification_id, "outcome_unknown")
+        for lock in held:
+            await self._dead_letter(lock.id, "outcome_unknown", lock.lane)
         return await self._publish(to_publish, "expired_lock")
 
     async def _publish_due(self) -> int:
         total = 0
         for _ in range(MAX_TAKES_PER_ROUND):
             now = utcnow()
-            ids = await self.store.take_due_for_publish(
+            wakes = await self.store.take_due_for_publish(
                 now,
                 limit=TAKE_LIMIT,
                 unpublished_grace_seconds=UNPUBLISHED_GRACE_SECONDS,
                 stale_published_seconds=self._stale_published_seconds(now),
             )
-            total += await self._publish(ids, "due")
-            if len(ids) < TAKE_LIMIT:
+            total += await self._publish(wakes, "due")
+            if len(wakes) < TAKE_LIMIT:
                 break
         return total
 
     def _stale_published_seconds(self, now: datetime) -> float:
         """How old a publish must be for its unclaimed document to count as lost.
 
-        With an empty work queue every wake-up has been handed out: lost after
-        ``stale_published_seconds``. While messages wait in the queue, an unclaimed document
+        With empty work queues every wake-up has been handed out: lost after
+        ``stale_published_seconds``. While messages wait in a queue, an unclaimed document
         may be one of them (republishing it would only add duplicates): it counts as lost
-        only once the queue has moved ``stale_published_seconds`` past its publish
+        only once that queue has moved ``stale_published_seconds`` past its publish
         (:class:`QueueHead`), so however deep the backlog, a lost wake-up waits about as
-        long as a message waits in the queue, plus that margin. A worker that has received
-        nothing yet knows nothing of the queue and leaves the take to the others."""
-        if self.queue_depths.get(self.settings.queue, 0) == 0:
-            return self.stale_published_seconds
-        head = self.queue_head.newest
-        if head is None:
-            return (now - NO_PUBLISH_BEFORE).total_seconds()
-        return self.stale_published_seconds + max(0.0, (now - head).total_seconds())
+        long as a message waits in the slowest queue, plus that margin. A worker that has
+        received nothing yet from a queue that holds messages, or that consumes only one
+        lane, knows too little and leaves the take to the others."""
+        never = (now - NO_PUBLISH_BEFORE).total_seconds()
+        if not self.queue_head.all_lanes or not self.queue_head.consumed:
+            return never
+        wait = 0.0
+        for queue in self.queue_head.consumed:
+            if self.queue_depths.get(queue, 0) == 0:
+                continue
+            head = self.queue_head.newest.get(queue)
+            if head is None:
+                return never
+            wait = max(wait, (now - head).total_seconds())
+        return self.stale_published_seconds + wait
 
-    async def _publish(self, ids: list[str], reason: str) -> int:
+    async def _publish(self, wakes: list[Wake], reason: str) -> int:
         published = 0
-        for start in range(0, len(ids), PUBLISH_CHUNK):
-            chunk = ids[start : start + PUBLISH_CHUNK]
+        for start in range(0, len(wakes), PUBLISH_CHUNK):
+            chunk = wakes[start : start + PUBLISH_CHUNK]
             try:
-                await self.broker.publish(chunk)
+                await self.broker.publish_wakes(chunk)
             except Exception as exc:  # BrokerUnavailable and friends: undo, retry later
                 metrics.BROKER_ERRORS.labels("sweeper_publish").inc()
                 log.warning(
-                    "sweeper_publish_failed", count=len(ids) - start, error=type(exc).__name__
+                    "sweeper_publish_failed", count=len(wakes) - start, error=type(exc).__name__
                 )
                 self._count_published(published, reason)
-                await self.store.unmark_published(ids[start:])
+                await self.store.unmark_published([w.id for w in wakes[start:]])
                 raise PublishFailed(reason) from exc
             published += len(chunk)
         self._count_published(published, reason)
@@ -219,9 +241,9 @@ class Sweeper:
             metrics.SWEEPER_REPUBLISHED.labels(reason).inc(count)
             log.info("sweeper_published", count=count, reason=reason)
 
-    async def _dead_letter(self, notification_id: str, reason: str) -> None:
+    async def _dead_letter(self, notification_id: str, reason: str, lane: Lane) -> None:
         try:
-            await self.broker.publish_dead(notification_id, reason)
+            await self.broker.publish_dead(notification_id, reason, lane)
         except Exception as exc:  # the failure is stored; only the DLQ entry is missing
             metrics.BROKER_ERRORS.labels("publish_dead").inc()
             log.warning("dead_letter_publish_failed", error=type(exc).__name__)
@@ -249,10 +271,17 @@ class Sweeper:
                 self.by_status[status.value] = counts.get(status, 0)
                 metrics.NOTIFICATIONS_BY_STATUS.labels(status.value).set(counts.get(status, 0))
         try:
-            self.queue_depths = await self.broker.queue_depths()
+            self.queue_depths = await self.broker.queue_depths(self.queue_head.consumed)
         except Exception as exc:  # broker down or reconnecting: keep the last figures
             metrics.BROKER_ERRORS.labels("queue_depths").inc()
             log.debug("queue_depths_failed", error=type(exc).__name__)
             return
+        ready = dict.fromkeys(Lane, 0)
         for queue, depth in self.queue_depths.items():
-            metrics.QUEUE_MESSAGES.labels(queue).set(depth)
+            lane = lane_of_queue(self.settings, queue)
+            metrics.QUEUE_MESSAGES.labels(queue, lane.value).set(depth)
+            if queue in self.queue_head.consumed:
+                ready[lane] += depth
+        for lane, depth in ready.items():
+            if depth == 0:  # nothing waits: the lane's backlog age is nil
+                metrics.QUEUE_WAIT.labels(lane.value).set(0.0)

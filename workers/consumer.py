@@ -2,12 +2,17 @@
 
 A message carries one or more ids (``notifier.broker``). ``concurrency`` bounds the
 notifications a worker has claimed and not yet finished: a message takes one slot per id
-(at most ``concurrency``; a bigger message is delivered in parts) before it claims its ids
-in one ``claim_many``, and gives each back as soon as that id's outcome is durable (the
-message's ack follows its last one).
+(a bigger message is delivered in parts) before it claims its ids in one ``claim_many``,
+and gives each back as soon as that id's outcome is durable (the message's ack follows its
+last one). The lanes share the slots as :mod:`workers.slots` says: transactional first and
+never short of its reserve, bulk in turn between apps.
+The worker consumes the lanes of ``NOTIFIER_LANES``: the transactional queue, and the bulk
+queue of every app that has open bulk notifications (asked of the store every
+:data:`BULK_APPS_REFRESH_SECONDS`; a new app's queue is consumed from then on).
 Messages are fetched on ``ceil(concurrency / NOTIFIER_PREFETCH)`` channels of the worker's
-one robust connection, each with ``prefetch`` unacked messages; a message waiting for slots
-has claimed nothing, so after a crash it simply comes back. Each message is handled in a
+one robust connection; on each, every queue's consumer holds up to ``prefetch`` unacked
+messages. A message waiting for slots has claimed nothing, so after a crash it simply
+comes back. Each message is handled in a
 task this class owns (not the channel's), so a broker disconnect never cancels a push
 half-way: the outcomes are still written, and only the ack is lost (the redelivery then finds
 the documents final and drops them as duplicates).
@@ -18,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 
 from aio_pika.abc import (
@@ -32,13 +36,15 @@ from aio_pika.abc import (
 )
 
 from notifier import metrics
-from notifier.broker import consuming_channel, decode
+from notifier.broker import consuming_channel, decode, queue_for, work_queue
 from notifier.delivery import Deliverer
 from notifier.logging import get_logger
+from notifier.models import Lane, as_utc
 from notifier.retrying import Backoff, Stopped, retry
 from notifier.settings import Settings
 from notifier.store.base import StoreUnavailable
 from notifier.sweeper import QueueHead
+from workers.slots import LaneSlots
 
 log = get_logger(__name__)
 
@@ -48,6 +54,9 @@ STORE_HOLD_SECONDS = 30.0
 # jittered: the held messages do not all retry in step against a store that came back
 STORE_RETRY_BACKOFF = Backoff(first_seconds=0.1, max_seconds=2.0, jitter=0.5)
 SETTLE_TIMEOUT_SECONDS = 5.0
+# How often the worker asks the store which apps have bulk work (a new app's first bulk
+# notifications wait at most about this long for a consumer).
+BULK_APPS_REFRESH_SECONDS = 2.0
 
 
 class Settle(StrEnum):
@@ -57,73 +66,6 @@ class Settle(StrEnum):
     NACK = "nack"  # requeue: the store stayed down, or a delivery crashed (after a pause)
     REJECT = "reject"  # garbage: to the dead-letter queue, never requeued
     CRASHED = "crashed"  # a delivery raised: settled as NACK after a pause
-
-
-class Slots:
-    """A first-come first-served semaphore whose holders take several units at once."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.free = capacity
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    @asynccontextmanager
-    async def hold(self, n: int) -> AsyncIterator[Held]:
-        """Take ``n`` units (at most ``capacity``); the holder may give them back one by one."""
-        n = max(1, min(n, self.capacity))
-        await self._acquire(n)
-        held = Held(self, n)
-        try:
-            yield held
-        finally:
-            held.release_all()
-
-    async def _acquire(self, n: int) -> None:
-        if not self._waiters and self.free >= n:
-            self.free -= n
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, future)
-        self._waiters.append(entry)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self._release(n)  # granted just as we were cancelled: give it back
-            else:
-                self._waiters.remove(entry)
-                self._wake()  # a smaller request behind us may fit now
-            raise
-
-    def _release(self, n: int) -> None:
-        self.free += n
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self._waiters[0][0] <= self.free:
-            n, future = self._waiters.popleft()
-            self.free -= n
-            future.set_result(None)
-
-
-class Held:
-    """Units taken from :class:`Slots`, given back as each delivery finishes."""
-
-    __slots__ = ("_count", "_slots")
-
-    def __init__(self, slots: Slots, count: int) -> None:
-        self._slots = slots
-        self._count = count
-
-    def release_one(self) -> None:
-        if self._count:
-            self._count -= 1
-            self._slots._release(1)
-
-    def release_all(self) -> None:
-        if self._count:
-            count, self._count = self._count, 0
-            self._slots._release(count)
 
 
 class Consumer:
@@ -137,6 +79,7 @@ class Consumer:
         *,
         concurrency: int,
         queue_head: QueueHead | None = None,
+        bulk_apps: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.settings = settings
         self.queue_head = queue_head or QueueHead()
@@ -144,20 +87,70 @@ class Consumer:
         self.deliverer = deliverer
         self.channel_count = max(1, math.ceil(concurrency / settings.prefetch))
         self.prefetch = max(1, math.ceil(concurrency / self.channel_count))
+        self.lanes = frozenset(settings.lanes)
+        self._bulk_apps = bulk_apps
         self._channels: list[AbstractChannel] = []
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
-        self._slots = Slots(max(1, concurrency))
+        self._apps: set[str] = set()  # the apps whose bulk queues this worker consumes
+        reserve = math.ceil(concurrency * settings.transactional_reserve)
+        if Lane.TRANSACTIONAL not in self.lanes:
+            reserve = 0  # nothing to keep slots for
+        self._slots = LaneSlots(max(1, concurrency), reserve)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()  # set by stop(): ends the store-outage retries at once
 
     async def start(self) -> None:
         """Open the channels and start consuming (robust: restored after a reconnect)."""
         for _ in range(self.channel_count):
-            channel, queue = await consuming_channel(self.connection, self.settings, self.prefetch)
-            tag = await queue.consume(self._on_message)
-            self._channels.append(channel)
-            self._consumers.append((queue, tag))
-        log.info("consuming", channels=self.channel_count, prefetch=self.prefetch)
+            self._channels.append(await consuming_channel(self.connection, self.prefetch))
+        self.queue_head.all_lanes = self.lanes == frozenset(Lane)
+        if Lane.TRANSACTIONAL in self.lanes:
+            await self._consume(Lane.TRANSACTIONAL)
+        if Lane.BULK in self.lanes and self._bulk_apps is not None:
+            await self.refresh_bulk_apps()
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+        log.info(
+            "consuming",
+            channels=self.channel_count,
+            prefetch=self.prefetch,
+            lanes=",".join(sorted(self.lanes)),
+            reserve=self._slots.reserve,
+        )
+
+    async def _consume(self, lane: Lane, app: str = "") -> None:
+        """Consume the queue of ``lane`` (and ``app``) on every channel."""
+        name = queue_for(self.settings, lane, app)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(message, lane, app, name)
+
+        for channel in self._channels:
+            queue = await work_queue(channel, self.settings, lane, app)
+            self._consumers.append((queue, await queue.consume(on_message)))
+        self.queue_head.consumed.add(name)
+
+    async def refresh_bulk_apps(self) -> None:
+        """Consume the bulk queue of each app that has bulk work and is new to this worker."""
+        assert self._bulk_apps is not None
+        try:
+            apps = await self._bulk_apps()
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("bulk_apps").inc()
+            return
+        for app in apps:
+            if app not in self._apps and not self._stop.is_set():
+                await self._consume(Lane.BULK, app)
+                self._apps.add(app)
+                log.info("bulk_queue_consumed", app=app)
+
+    async def _refresh_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(BULK_APPS_REFRESH_SECONDS)
+            try:
+                await self.refresh_bulk_apps()
+            except Exception as exc:  # broker down: the next round tries again
+                log.warning("bulk_apps_refresh_failed", error=type(exc).__name__)
 
     @property
     def alive(self) -> bool:
@@ -174,20 +167,41 @@ class Consumer:
         """Notifications holding a slot: being claimed, pushed or written (``/stats``)."""
         return self._slots.capacity - self._slots.free
 
+    def lane_stats(self) -> dict[str, dict[str, object]]:
+        """Each consumed lane's slots and waiting messages, for ``/stats``."""
+        waiting = self._slots.waiting
+        stats: dict[str, dict[str, object]] = {}
+        for lane in sorted(self.lanes):
+            stats[lane.value] = {
+                "slots_in_use": self._slots.in_use[lane],
+                "slot_limit": self._slots.limit(lane),
+                "messages_waiting": waiting[lane],
+            }
+        if Lane.TRANSACTIONAL in self.lanes:
+            stats[Lane.TRANSACTIONAL.value]["reserved_slots"] = self._slots.reserve
+        if Lane.BULK in self.lanes:
+            stats[Lane.BULK.value]["apps"] = sorted(self._apps)
+        return stats
+
     @property
     def messages(self) -> int:
         """Messages taken from the broker and not yet settled (some wait for slots)."""
         return len(self._tasks)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(
+        self, message: AbstractIncomingMessage, lane: Lane, app: str, queue: str
+    ) -> None:
         if self._stop.is_set():
             return  # left unacked: the broker requeues it when the channel closes
-        self.queue_head.seen(message.timestamp)
-        task = asyncio.get_running_loop().create_task(self._handle(message))
+        self.queue_head.seen(queue, message.timestamp)
+        if message.timestamp is not None:
+            waited = time.time() - as_utc(message.timestamp).timestamp()
+            metrics.QUEUE_WAIT.labels(lane.value).set(max(0.0, waited))
+        task = asyncio.get_running_loop().create_task(self._handle(message, lane, app))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, lane: Lane, app: str) -> None:
         metrics.MESSAGES_CONSUMED.inc()
         ids = decode(message.body)
         if ids is None:
@@ -196,10 +210,10 @@ class Consumer:
             await self._settle(message, Settle.REJECT)
             return
         how = Settle.ACK
-        step = self._slots.capacity
+        step = self._slots.limit(lane)
         for start in range(0, len(ids), step):
             part = ids[start : start + step]
-            async with self._slots.hold(len(part)) as held:
+            async with self._slots.hold(len(part), lane, app) as held:
                 if self._stop.is_set():
                     return  # this part claimed nothing: left unacked, the broker requeues it
                 # each finished delivery frees its slot at once: a message's stragglers do
@@ -256,6 +270,9 @@ class Consumer:
         messages stay unacked and come back; their locks expire and the sweeper recovers).
         """
         self._stop.set()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
         for queue, tag in self._consumers:
             try:
                 await queue.cancel(tag, timeout=5)

@@ -1,4 +1,7 @@
-"""``notifier dlq list|replay``: inspect and replay the dead-letter queue.
+"""``notifier dlq list|replay``: inspect and replay the dead-letter queues.
+
+Each lane has its own dead-letter queue; both are read (transactional first) unless
+``--lane`` names one, ``--limit`` messages from each.
 
 ``list`` reads up to ``--limit`` messages without consuming them (``basic.get`` without
 ack, then every one is requeued) and prints each id with its reason and the stored
@@ -20,8 +23,8 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from notifier.broker import Broker, BrokerUnavailable, decode, existing_queue
-from notifier.models import OPEN_STATUSES, utcnow
+from notifier.broker import Broker, BrokerUnavailable, dead_queue_for, decode, existing_queue
+from notifier.models import OPEN_STATUSES, Lane, utcnow
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore, StoreUnavailable
 from notifier.store.factory import open_store
@@ -42,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("list", "print dead-lettered ids"), ("replay", "replay them")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+        cmd.add_argument(
+            "--limit", type=int, default=100, help="at most this many a lane (default 100)"
+        )
+        cmd.add_argument(
+            "--lane", choices=[lane.value for lane in Lane], help="only this lane's (default both)"
+        )
         if name == "list":
             cmd.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
@@ -66,10 +74,15 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         broker = await Broker.connect(settings)
         try:
-            async with existing_queue(broker.connection, settings.dead_letter_queue) as queue:
-                if args.command == "list":
-                    return await _list(queue, store, args.limit, args.json)
-                return await _replay(queue, store, broker, args.limit)
+            lanes = [Lane(args.lane)] if args.lane else list(Lane)
+            for lane in lanes:
+                name = dead_queue_for(settings, lane)
+                async with existing_queue(broker.connection, name) as queue:
+                    if args.command == "list":
+                        await _list(queue, store, args.limit, args.json)
+                    else:
+                        await _replay(queue, store, broker, args.limit)
+            return 0
         finally:
             await broker.close()
     finally:
@@ -107,7 +120,7 @@ async def _get(queue: AbstractQueue) -> AbstractIncomingMessage | None:
     return await queue.get(no_ack=False, fail=False, timeout=GET_TIMEOUT_SECONDS)
 
 
-async def _list(queue: AbstractQueue, store: NotificationStore, limit: int, as_json: bool) -> int:
+async def _list(queue: AbstractQueue, store: NotificationStore, limit: int, as_json: bool) -> None:
     held: list[AbstractIncomingMessage] = []
     try:
         for _ in range(limit):
@@ -120,8 +133,7 @@ async def _list(queue: AbstractQueue, store: NotificationStore, limit: int, as_j
     finally:
         for message in held:  # nothing is consumed by a list
             await message.nack(requeue=True)
-    print(f"{len(held)} dead-lettered message(s) listed", file=sys.stderr)
-    return 0
+    print(f"{len(held)} dead-lettered message(s) listed from {queue.name}", file=sys.stderr)
 
 
 def _format(entry: DeadEntry, as_json: bool) -> str:
@@ -141,7 +153,7 @@ def _format(entry: DeadEntry, as_json: bool) -> str:
 
 async def _replay(
     queue: AbstractQueue, store: NotificationStore, broker: Broker, limit: int
-) -> int:
+) -> None:
     kept: list[AbstractIncomingMessage] = []
     replayed = dropped = 0
     try:
@@ -164,25 +176,22 @@ async def _replay(
             await message.nack(requeue=True)
     print(
         f"{replayed} replayed, {dropped} dropped (already final or missing), "
-        f"{len(kept)} unreadable left in the queue",
+        f"{len(kept)} unreadable left in {queue.name}",
         file=sys.stderr,
     )
-    return 0
 
 
 async def _replay_one(notification_id: str, store: NotificationStore, broker: Broker) -> str:
     """Reopen and publish one notification; the caller then removes its DLQ message."""
-    if await store.reopen(notification_id, utcnow()):
-        action = "replayed"
-    else:
-        stored = await store.get(notification_id)
-        if stored is None:
-            return "missing"
-        if stored.status not in OPEN_STATUSES:
-            return f"already_{stored.status.value}"
-        action = "republished"  # still open (a dead-lettered wake-up): just wake it again
+    action = "replayed" if await store.reopen(notification_id, utcnow()) else "republished"
+    stored = await store.get(notification_id)  # its lane and app name the queue
+    if stored is None:
+        return "missing"
+    if stored.status not in OPEN_STATUSES:
+        return f"already_{stored.status.value}"
+    # republished: still open (a dead-lettered wake-up), just wake it again
     try:
-        await broker.publish([notification_id])
+        await broker.publish_wakes([stored.wake])
     except BrokerUnavailable:
         # pending and unpublished: the sweeper publishes it after its grace period
         await store.unmark_published([notification_id])

@@ -82,6 +82,7 @@ async def _stats(request: web.Request) -> web.Response:
         "duplicates_suppressed": stats.duplicates_suppressed,
         "lock_lost": stats.lock_lost,
         "slots_in_use": state.consumer.slots_in_use,
+        "lanes": state.consumer.lane_stats(),
         "consumer_alive": state.consumer.alive,
         "by_status": sweeper.by_status,
         "queue_depths": sweeper.queue_depths,

@@ -103,7 +103,12 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
         metrics.INFLIGHT.set_function(lambda: deliverer.stats.deliveries_in_progress)
         queue_head = QueueHead()  # what the consumer receives tells the sweeper what is lost
         consumer = Consumer(
-            settings, broker.connection, deliverer, concurrency=concurrency, queue_head=queue_head
+            settings,
+            broker.connection,
+            deliverer,
+            concurrency=concurrency,
+            queue_head=queue_head,
+            bulk_apps=store.bulk_apps,
         )
         stack.push_async_callback(consumer.close)
         sweeper = Sweeper(settings, store, broker, queue_head)

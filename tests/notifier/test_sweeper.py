@@ -127,13 +127,14 @@ async def test_lost_wake_ups_during_a_backlog_are_found_by_how_far_the_queue_has
             ]
         )
     )
-    head = QueueHead()
+    head = QueueHead(consumed=[settings.queue])
     sweeper = Sweeper(settings, store, broker, head)
     await backlog(sweeper, broker, 50)
 
     assert await sweeper.sweep_once() == 0  # nothing received yet: nothing known to be lost
-    head.seen(now - timedelta(seconds=100))
-    head.seen(now - timedelta(seconds=250))  # a redelivery: its old stamp does not count
+    head.seen(settings.queue, now - timedelta(seconds=100))
+    # a redelivery: its old stamp does not count
+    head.seen(settings.queue, now - timedelta(seconds=250))
     assert await sweeper.sweep_once() == 1
     assert lost.id in await queued_ids(settings)
     assert await sweeper.sweep_once() == 0  # republished: not lost again until passed again
@@ -154,9 +155,10 @@ async def test_every_publish_is_stamped_and_moves_the_queue_head(
     async with connection, existing_queue(connection, settings.queue) as queue:
         message = await queue.get(timeout=5)
         head = QueueHead()
-        head.seen(message.timestamp)
+        head.seen(settings.queue, message.timestamp)
         await message.ack()
-    assert head.newest is not None and before <= head.newest <= after
+    newest = head.newest.get(settings.queue)
+    assert newest is not None and before <= newest <= after
 
 
 async def test_a_refused_publish_ends_the_round_and_the_sweeper_retries_after_a_backoff(

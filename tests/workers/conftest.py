@@ -18,7 +18,7 @@ import pytest
 
 from emulator.testing import free_port
 from notifier.broker import IDS_PER_MESSAGE, Broker
-from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
+from notifier.models import Lane, Notification, Platform, Status, Target, new_id, utcnow
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
@@ -39,6 +39,7 @@ def make_notification(
     token: str | None = None,
     *,
     app: str = "app1",
+    lane: Lane = Lane.TRANSACTIONAL,
     scheduled_for: datetime | None = None,
     ttl_seconds: int | None = None,
     created_at: datetime | None = None,
@@ -56,6 +57,7 @@ def make_notification(
         body="there",
         data={"k": "v"},
         ttl_seconds=ttl_seconds,
+        lane=lane,
         scheduled_for=scheduled_for,
         status=Status.SCHEDULED if scheduled_for else Status.PENDING,
     )
@@ -71,12 +73,12 @@ async def insert_and_publish(
     """What the API does: insert, publish the ids (``per_message`` to a message), mark them
     published."""
     await store.insert_many(notes)
-    ids = [n.id for n in notes if n.status is Status.PENDING]
-    if broker is not None and ids:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            await broker.publish(chunk, per_message=per_message)
-            await store.mark_published(chunk, utcnow())
+    pending = [n.wake for n in notes if n.status is Status.PENDING]
+    if broker is not None and pending:
+        for start in range(0, len(pending), 500):
+            chunk = pending[start : start + 500]
+            await broker.publish_wakes(chunk, per_message=per_message)
+            await store.mark_published([w.id for w in chunk], utcnow())
     return [n.id for n in notes]
 
 
