@@ -77,6 +77,7 @@ def decode(body: bytes) -> list[str] | None:
     return None
 
 
+MAX_QUEUE_NAME = 255  # AMQP's limit (bytes; our names are ASCII)
 # An app name used as it is in a queue name; any other is replaced by a digest of it.
 _PLAIN_APP = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -89,9 +90,11 @@ def queue_for(settings: Settings, lane: Lane, app: str) -> str:
     """The work queue of ``lane`` (for the bulk lane, of ``app``)."""
     if lane is Lane.TRANSACTIONAL:
         return settings.queue
-    if _PLAIN_APP.match(app):
-        return bulk_queue_prefix(settings) + app
-    return bulk_queue_prefix(settings) + "~" + hashlib.sha256(app.encode()).hexdigest()[:24]
+    name = bulk_queue_prefix(settings) + app
+    if _PLAIN_APP.match(app) and len(name) <= MAX_QUEUE_NAME:
+        return name
+    # ":" is in no plain name, so a digest name never meets a plain one
+    return bulk_queue_prefix(settings) + "sha256:" + hashlib.sha256(app.encode()).hexdigest()[:24]
 
 
 def dead_queue_for(settings: Settings, lane: Lane) -> str:

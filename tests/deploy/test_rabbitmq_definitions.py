@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from notifier.broker import Broker
+from notifier.broker import Broker, queue_for
+from notifier.models import Lane
 from notifier.settings import load_settings
 from tests.conftest import AMQP_URL
 from tests.support import wait_for
@@ -74,7 +75,8 @@ def imported_vhost(services: None) -> Iterator[str]:
 async def _imported(vhost: str) -> bool:
     """The import is asynchronous: done once both queues exist."""
     listed = await asyncio.to_thread(_ctl, "list_queues", "-p", vhost, "name")
-    return {"notifications", "notifications.dead"} <= set(listed.stdout.split())
+    expected = {"notifications", "notifications.dead", "notifications.dead.bulk"}
+    return expected <= set(listed.stdout.split())
 
 
 async def test_code_declarations_match_the_imported_topology(imported_vhost: str) -> None:
@@ -84,10 +86,21 @@ async def test_code_declarations_match_the_imported_topology(imported_vhost: str
     broker = await Broker.connect(settings)  # declares exchange, both queues, the binding
     try:
         await broker.publish(["00000000-0000-7000-8000-000000000000"])
+        # a bulk queue is the code's alone (one per app), declared by its first publish
+        await broker.publish(["00000000-0000-7000-8000-000000000002"], lane=Lane.BULK, app="a")
         await broker.publish_dead("00000000-0000-7000-8000-000000000001", "test")
-        depths = await broker.queue_depths()
+        await broker.publish_dead("00000000-0000-7000-8000-000000000003", "test", Lane.BULK)
+        depths = await broker.queue_depths([queue_for(settings, Lane.BULK, "a")])
     finally:
         await broker.close()
-    assert depths == {settings.queue: 1, settings.dead_letter_queue: 1}
-    policies = _ctl("list_queues", "-p", imported_vhost, "name", "policy").stdout
-    assert "notifier-dead-letter-cap" in policies
+    assert depths == {
+        "notifications": 1,
+        "notifications.bulk.a": 1,
+        "notifications.dead": 1,
+        "notifications.dead.bulk": 1,
+    }
+    listed = _ctl("list_queues", "-p", imported_vhost, "name", "policy").stdout.splitlines()
+    rows = [line.split("\t") for line in listed]
+    policy = {row[0]: row[1] if len(row) > 1 else "" for row in rows}
+    assert policy["notifications.dead"] == "notifier-dead-letter-cap"
+    assert policy["notifications.dead.bulk"] == "notifier-dead-letter-cap"
