@@ -289,16 +289,22 @@ class Broker:
     async def queue_depths(self, queues: Iterable[str] = ()) -> dict[str, int]:
         """Messages ready in the transactional work queue, in ``queues`` (bulk queues: those
         a worker consumes) and in both dead-letter queues."""
-        channel = self._require_channel()
-        # On the raw channel: a robust channel answers a passive declare of a queue it
-        # declared before from its cache, with the count of that first declaration.
-        underlay = await channel.get_underlay_channel()
+        self._require_channel()
         names = [self.settings.queue, *sorted(set(queues) - {self.settings.queue})]
         names += [dead_queue_for(self.settings, lane) for lane in Lane]
         depths: dict[str, int] = {}
-        for name in names:
-            declared = await underlay.queue_declare(name, passive=True)
-            depths[name] = declared.message_count or 0
+        # A channel of its own: a passive declare of a queue deleted meanwhile closes its
+        # channel, which must not be the one that publishes.
+        channel = await self.connection.channel()
+        try:
+            # On the raw channel: a robust channel answers a passive declare of a queue it
+            # declared before from its cache, with the count of that first declaration.
+            underlay = await channel.get_underlay_channel()
+            for name in names:
+                declared = await underlay.queue_declare(name, passive=True)
+                depths[name] = declared.message_count or 0
+        finally:
+            await channel.close()
         return depths
 
     async def ping(self) -> None:

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from notifier import sweeper as sweeper_module
 from notifier.broker import Broker, decode, existing_queue
-from notifier.models import Notification, Platform, Status, Target, new_id, utcnow
+from notifier.models import Lane, Notification, Platform, Status, Target, new_id, utcnow
 from notifier.retrying import Backoff
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
@@ -62,11 +62,12 @@ def note(created: datetime, **fields: object) -> Notification:
     return Notification(**values)  # type: ignore[arg-type]
 
 
-async def queued_ids(settings: Settings) -> list[str]:
-    """Every id waiting in the work queue (consumed and acked: the test's own queue)."""
+async def queued_ids(settings: Settings, name: str | None = None) -> list[str]:
+    """Every id waiting in the work queue, or the queue ``name`` (consumed and acked: the
+    test's own queue)."""
     ids: list[str] = []
     connection = await aio_pika.connect(settings.amqp_url)
-    async with connection, existing_queue(connection, settings.queue) as queue:
+    async with connection, existing_queue(connection, name or settings.queue) as queue:
         while (message := await queue.get(fail=False)) is not None:
             ids += decode(message.body) or []
             await message.ack()
@@ -197,3 +198,51 @@ async def test_a_refused_publish_ends_the_round_and_the_sweeper_retries_after_a_
     assert paused["error"] == "PublishFailed" and 0.025 <= paused["retry_in"] <= 0.05
     assert not any(e["event"] == "sweep_failed" for e in logs)
     assert await queued_ids(settings) == [lost.id]
+
+
+async def test_the_sweeper_republishes_into_each_notifications_lane(
+    settings: Settings, store: NotificationStore, broker: Broker
+) -> None:
+    """Due retries, due scheduled notifications and never-published ones go back to their
+    own lane's queue: the transactional queue, or their app's bulk queue."""
+    now = utcnow()
+    old = now - timedelta(minutes=5)
+    docs = [
+        note(old, status=Status.RETRYING, attempts=1, next_attempt_at=now, app="a"),
+        note(old, status=Status.RETRYING, attempts=1, next_attempt_at=now, lane=Lane.BULK),
+        note(old, status=Status.SCHEDULED, scheduled_for=now, app="b", lane=Lane.BULK),
+        note(old, app="b", lane=Lane.BULK),  # never published, past the API's grace
+    ]
+    await store.insert_many(docs)
+    sweeper = Sweeper(settings, store, broker, QueueHead(consumed=[settings.queue]))
+
+    assert await sweeper.sweep_once() == 4
+    assert await queued_ids(settings) == [docs[0].id]
+    assert await queued_ids(settings, f"{settings.queue}.bulk.a") == [docs[1].id]
+    assert sorted(await queued_ids(settings, f"{settings.queue}.bulk.b")) == sorted(
+        [docs[2].id, docs[3].id]
+    )
+
+
+async def test_a_worker_of_one_lane_leaves_lost_wake_ups_to_the_others(
+    settings: Settings, store: NotificationStore, broker: Broker
+) -> None:
+    """It cannot see how far the other lane's queues have got: a wake-up published long ago
+    may be waiting there still. A worker of both lanes, its queues empty, takes it."""
+    now = utcnow()
+    [stale] = [
+        r.notification
+        for r in await store.insert_many(
+            [note(now - timedelta(minutes=10), published_at=now - timedelta(minutes=5))]
+        )
+    ]
+    head = QueueHead(consumed=[settings.queue])
+    head.all_lanes = False
+    one_lane = Sweeper(settings, store, broker, head)
+    await one_lane.refresh_gauges()
+    assert await one_lane.sweep_once() == 0
+
+    both = Sweeper(settings, store, broker, QueueHead(consumed=[settings.queue]))
+    await both.refresh_gauges()
+    assert await both.sweep_once() == 1
+    assert await queued_ids(settings) == [stale.id]
