@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from notifier.models import AttemptOutcome, Status
+from notifier.models import AttemptOutcome, Status, Wake
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import NotificationStore, Outcome, RecoveredLock
 from tests.store.conftest import ConnectStore, insert, make_notification
@@ -14,7 +14,7 @@ GRACE = 10.0
 STALE = 60.0
 
 
-async def take(store: NotificationStore, now: datetime, limit: int = 100) -> list[str]:
+async def take(store: NotificationStore, now: datetime, limit: int = 100) -> list[Wake]:
     return await store.take_due_for_publish(
         now, limit=limit, unpublished_grace_seconds=GRACE, stale_published_seconds=STALE
     )
@@ -45,13 +45,14 @@ async def test_take_due_for_publish_takes_each_category_once(
 
     taken = await take(store, now)
     expected = {"scheduled_due", "retrying_due", "pending_old", "published_stale"}
-    assert sorted(taken) == sorted(n[k].id for k in expected)
+    assert len(taken) == len(expected)
+    assert set(taken) == {n[k].wake for k in expected}
     for key in expected:
         doc = await store.get(n[key].id)
         assert doc is not None and doc.published_at == now
     assert await take(store, now) == []  # taken documents are published now
     # once a category's time comes, it is taken too
-    assert n["pending_in_grace"].id in await take(store, now + timedelta(seconds=2))
+    assert n["pending_in_grace"].wake in await take(store, now + timedelta(seconds=2))
 
 
 async def test_claimed_since_published_is_not_republished(
@@ -76,19 +77,19 @@ async def test_concurrent_sweepers_take_disjoint_sets(
         )
         for _ in range(200)
     )
-    ids = {n.id for n in await insert(store, *pending, *retrying)}
+    wakes = {n.wake for n in await insert(store, *pending, *retrying)}
     sweepers = [store, await connect_store(), await connect_store()]
 
-    async def sweep(sweeper: NotificationStore) -> list[str]:
-        taken: list[str] = []
+    async def sweep(sweeper: NotificationStore) -> list[Wake]:
+        taken: list[Wake] = []
         while batch := await take(sweeper, now, limit=50):
             taken += batch
         return taken
 
     results = await asyncio.gather(*(sweep(s) for s in sweepers))
-    everything = [id for taken in results for id in taken]
+    everything = [wake for taken in results for wake in taken]
     assert len(everything) == len(set(everything))  # nothing taken twice
-    assert set(everything) == ids  # nothing lost
+    assert set(everything) == wakes  # nothing lost
 
 
 async def test_unmark_published_lets_the_next_round_retry(
@@ -96,11 +97,11 @@ async def test_unmark_published_lets_the_next_round_retry(
 ) -> None:
     old = now - timedelta(seconds=GRACE + 1)
     a, b = await insert(store, make_notification(old), make_notification(old))
-    assert sorted(await take(store, now)) == sorted([a.id, b.id])
+    assert set(await take(store, now)) == {a.wake, b.wake}
     await store.unmark_published([a.id])
     doc = await store.get(a.id)
     assert doc is not None and doc.published_at is None
-    assert await take(store, now) == [a.id]
+    assert await take(store, now) == [a.wake]
 
 
 async def test_recover_expired_locks_resend_policy(store: NotificationStore, now: datetime) -> None:
@@ -111,7 +112,9 @@ async def test_recover_expired_locks_resend_policy(store: NotificationStore, now
     recovered = await store.recover_expired_locks(
         later, limit=10, policy=UnknownOutcomePolicy.RESEND
     )
-    assert recovered == [RecoveredLock(id=expired.id, unknown_attempt=True, republish=True)]
+    assert recovered == [
+        RecoveredLock(id=expired.id, unknown_attempt=True, republish=True, app="a")
+    ]
     doc = await store.get(expired.id)
     assert doc is not None
     assert (doc.status, doc.locked_by, doc.published_at) == (Status.PENDING, None, later)
@@ -129,7 +132,7 @@ async def test_recover_expired_locks_fail_policy(store: NotificationStore, now: 
     await store.claim(n.id, "w1", now, 5)
     later = now + timedelta(seconds=6)
     recovered = await store.recover_expired_locks(later, limit=10, policy=UnknownOutcomePolicy.FAIL)
-    assert recovered == [RecoveredLock(id=n.id, unknown_attempt=True, republish=False)]
+    assert recovered == [RecoveredLock(id=n.id, unknown_attempt=True, republish=False, app="a")]
     doc = await store.get(n.id)
     assert doc is not None
     assert (doc.status, doc.locked_by) == (Status.FAILED, None)
@@ -222,7 +225,7 @@ async def test_mark_published_leaves_a_document_that_moved_on_alone(
     due = finished + timedelta(seconds=1)
     assert await store.take_due_for_publish(
         due, limit=10, unpublished_grace_seconds=GRACE, stale_published_seconds=86400
-    ) == [retrying.id]
+    ) == [retrying.wake]
 
 
 async def test_due_take_ignores_a_publish_from_before_the_document_fell_due(
@@ -254,10 +257,10 @@ async def test_due_take_ignores_a_publish_from_before_the_document_fell_due(
     taken = await store.take_due_for_publish(
         now, limit=10, unpublished_grace_seconds=GRACE, stale_published_seconds=86400
     )
-    assert sorted(taken) == sorted([retrying.id, scheduled.id])
-    assert waiting.id not in taken and republished.id not in taken
-    for id in taken:
-        doc = await store.get(id)
+    assert len(taken) == 2 and set(taken) == {retrying.wake, scheduled.wake}
+    assert {waiting.wake, republished.wake}.isdisjoint(taken)
+    for wake in taken:
+        doc = await store.get(wake.id)
         assert doc is not None and doc.published_at == now
     assert (
         await store.take_due_for_publish(

@@ -16,12 +16,14 @@ from typing import Any
 from notifier.models import (
     Attempt,
     Device,
+    Lane,
     LastError,
     Notification,
     Platform,
     Priority,
     Status,
     Target,
+    Wake,
     as_utc,
 )
 
@@ -73,6 +75,7 @@ def notification_to_document(n: Notification) -> dict[str, Any]:
         "target": {"platform": n.target.platform.value, "token": n.target.token},
         "data": dict(n.data),
         "priority": n.priority.value,
+        "lane": n.lane.value,
         "status": n.status.value,
         "attempts": n.attempts,
         "history": [attempt_to_document(a) for a in n.history],
@@ -94,6 +97,20 @@ def _attempt_from_document(d: Mapping[str, Any]) -> Attempt:
     )
 
 
+# The fields a sweeper read projects so that what it takes can be published to its queue.
+WAKE_FIELDS = {"app": 1, "lane": 1}
+
+
+def lane_of(doc: Mapping[str, Any]) -> Lane:
+    """The document's lane; one stored before the lanes existed has none and is transactional."""
+    return Lane(doc.get("lane", Lane.TRANSACTIONAL.value))
+
+
+def wake_of(doc: Mapping[str, Any]) -> Wake:
+    """A :class:`Wake` from a document read with (at least) ``WAKE_FIELDS``."""
+    return Wake(doc["_id"], doc["app"], lane_of(doc))
+
+
 def document_to_notification(doc: Mapping[str, Any]) -> Notification:
     """The :class:`Notification` a stored document stands for (missing fields are None)."""
     target = doc["target"]
@@ -106,6 +123,7 @@ def document_to_notification(doc: Mapping[str, Any]) -> Notification:
         updated_at=_aware(doc["updated_at"]),
         data=dict(doc.get("data") or {}),
         priority=Priority(doc.get("priority", Priority.HIGH.value)),
+        lane=lane_of(doc),
         status=Status(doc["status"]),
         attempts=int(doc.get("attempts", 0)),
         last_error=LastError.from_dict(doc.get("last_error")),

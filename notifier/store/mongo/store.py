@@ -33,7 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 from pymongo.monitoring import CommandListener
 
-from notifier.models import Attempt, Notification, Status, id_floor
+from notifier.models import Attempt, Notification, Status, Wake, id_floor
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import (
     OUTCOME_UNKNOWN,
@@ -47,9 +47,12 @@ from notifier.store.mongo import queries as q
 from notifier.store.mongo.client import Document, mapped, open_database
 from notifier.store.mongo.devices import DeviceStoreMixin
 from notifier.store.mongo.documents import (
+    WAKE_FIELDS,
     attempt_to_document,
     document_to_notification,
+    lane_of,
     notification_to_document,
+    wake_of,
 )
 from notifier.store.semantics import (
     SharedStoreLogic,
@@ -277,7 +280,7 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         limit: int,
         unpublished_grace_seconds: float,
         stale_published_seconds: float,
-    ) -> list[str]:
+    ) -> list[Wake]:
         if limit <= 0:
             return []
         base = q.due_for_publish(
@@ -285,14 +288,15 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
             now - timedelta(seconds=unpublished_grace_seconds),
             now - timedelta(seconds=stale_published_seconds),
         )
-        projection = {"updated_at": 1, "published_at": 1}
+        projection = {"updated_at": 1, "published_at": 1, **WAKE_FIELDS}
         candidates = await self._notifications.find(base, projection).limit(limit).to_list(None)
         write = uuid.uuid4().hex
         ops = [
             UpdateOne(q.unchanged(d), {"$set": {"published_at": now, q.SWEEP_WRITE: write}})
             for d in candidates
         ]
-        return await self._swept(ops, [d["_id"] for d in candidates], write)
+        wakes = {d["_id"]: wake_of(d) for d in candidates}
+        return [wakes[i] for i in await self._swept(ops, list(wakes), write)]
 
     async def _swept(self, ops: list[UpdateOne], ids: list[str], write: str) -> list[str]:
         """Run a sweeper batch as one bulk write of compare-and-set updates stamped ``write``;
@@ -319,7 +323,7 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
     ) -> list[RecoveredLock]:
         if limit <= 0:
             return []
-        projection = {"lockedBy": 1, "lockExpiry": 1, "history": {"$slice": -1}}
+        projection = {"lockedBy": 1, "lockExpiry": 1, "history": {"$slice": -1}, **WAKE_FIELDS}
         cursor = self._notifications.find(q.expired_locks(now), projection)
         candidates = await cursor.sort("lockExpiry", 1).limit(limit).to_list(None)
         fail = policy is UnknownOutcomePolicy.FAIL
@@ -333,7 +337,11 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
             update = q.recover_update(now, unknown, fail, error, write)
             ops.append(UpdateOne(q.recover_filter(doc, now), update))
             found[doc["_id"]] = RecoveredLock(
-                doc["_id"], unknown_attempt=unknown, republish=not (unknown and fail)
+                doc["_id"],
+                unknown_attempt=unknown,
+                republish=not (unknown and fail),
+                app=doc["app"],
+                lane=lane_of(doc),
             )
         # one missing from the answer: another sweeper (or a claim) got there first
         return [found[i] for i in await self._swept(ops, list(found), write)]
@@ -360,6 +368,12 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
             return 0
         result = await self._notifications.delete_many({**match, "_id": {"$in": ids}})
         return result.deleted_count
+
+    @mapped
+    async def bulk_apps(self) -> list[str]:
+        # One distinct over the open_bulk_app index (a DISTINCT_SCAN on MongoDB: one key read
+        # per app, not per document); sorted here, the same order on every store.
+        return sorted(await self._notifications.distinct("app", q.OPEN_BULK))
 
     @mapped
     async def counts_by_status(

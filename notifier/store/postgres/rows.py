@@ -15,12 +15,14 @@ import orjson
 from notifier.models import (
     Attempt,
     Device,
+    Lane,
     LastError,
     Notification,
     Platform,
     Priority,
     Status,
     Target,
+    Wake,
     as_utc,
 )
 from notifier.store.base import Outcome
@@ -83,6 +85,7 @@ def notification_from_row(row: Mapping[str, Any]) -> Notification:
         body=row["body"],
         data=row["data"] or {},
         priority=Priority(row["priority"]),
+        lane=Lane(row["lane"]),
         collapse_key=row["collapse_key"],
         ttl_seconds=row["ttl_seconds"],
         status=Status(row["status"]),
@@ -102,6 +105,11 @@ def notification_from_row(row: Mapping[str, Any]) -> Notification:
     )
 
 
+def wake_from_row(row: Mapping[str, Any]) -> Wake:
+    """A :class:`Wake` from a row with ``id``, ``app`` and ``lane`` (a sweeper RETURNING)."""
+    return Wake(row["id"], row["app"], Lane(row["lane"]))
+
+
 def insert_columns(notifications: Sequence[Notification]) -> list[list[Any]]:
     """Column arrays for ``INSERT ... SELECT FROM unnest(...)`` (order of INSERT_COLUMNS)."""
     rows = [
@@ -115,6 +123,7 @@ def insert_columns(notifications: Sequence[Notification]) -> list[list[Any]]:
             n.body,
             dumps(n.data or {}),
             n.priority.value,
+            n.lane.value,
             n.collapse_key,
             n.ttl_seconds,
             n.status.value,

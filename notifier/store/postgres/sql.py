@@ -25,6 +25,9 @@ AWAITING_PUBLISH = (
     "(published_at IS NULL OR published_at < next_attempt_at OR published_at < scheduled_for)"
 )
 
+# The bulk lane's open documents: BULK_APPS and the index that serves it use this same text.
+OPEN_BULK = f"lane = 'bulk' AND status IN {OPEN}"
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS notifications (
     id text COLLATE "C" PRIMARY KEY,
@@ -36,6 +39,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     body text,
     data jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     priority text NOT NULL,
+    lane text NOT NULL DEFAULT 'transactional',
     collapse_key text,
     ttl_seconds integer,
     status text NOT NULL,
@@ -55,6 +59,18 @@ CREATE TABLE IF NOT EXISTS notifications (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
+-- lane came with the lanes (issue 18). Its constant default makes adding it to an existing
+-- table metadata-only (PostgreSQL >= 11: no rewrite, no scan; old rows read as transactional).
+-- Asked for only when missing: ALTER TABLE takes an ACCESS EXCLUSIVE lock even when IF NOT
+-- EXISTS then finds the column, and every api and worker runs this at start. No CHECK, as for
+-- status and priority: the store writes only Lane values and reads them back through the enum.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'notifications'::regclass AND attname = 'lane'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE notifications ADD COLUMN lane text NOT NULL DEFAULT 'transactional';
+    END IF;
+END $$;
 -- the design's (status, next_attempt_at) and (status, lock_expiry), partial: only open documents
 -- are ever looked up by them, so a final one leaves both (its outcome write adds no entries)
 -- and they stay the size of the backlog, not of the table. Replaces the full ones of 0.1.
@@ -84,6 +100,10 @@ CREATE INDEX IF NOT EXISTS notifications_open_awaiting_publish
     WHERE status IN {OPEN} AND {AWAITING_PUBLISH};
 CREATE INDEX IF NOT EXISTS notifications_open_published_at
     ON notifications (published_at) WHERE published_at IS NOT NULL AND status IN {OPEN};
+-- BULK_APPS: the apps with open bulk-lane documents, one index entry per such document, so
+-- it stays the size of the bulk backlog and a final document leaves it.
+CREATE INDEX IF NOT EXISTS notifications_open_bulk_app
+    ON notifications (app) WHERE {OPEN_BULK};
 
 CREATE TABLE IF NOT EXISTS devices (
     app text NOT NULL,
@@ -117,6 +137,7 @@ INSERT_COLUMNS = (
     "body",
     "data",
     "priority",
+    "lane",
     "collapse_key",
     "ttl_seconds",
     "status",
@@ -133,6 +154,7 @@ INSERT_COLUMNS = (
 )
 # PostgreSQL array type of each column above, for ``unnest``; jsonb travels as text.
 INSERT_ARRAY_TYPES = (
+    "text",
     "text",
     "text",
     "text",
@@ -321,7 +343,7 @@ WITH unpublished AS (
 )
 UPDATE notifications n SET published_at = $1
 WHERE n.id = ANY(ARRAY(SELECT id FROM c LIMIT $2))
-RETURNING n.id
+RETURNING n.id, n.app, n.lane
 """
 
 # $1 now, $2 limit, $3 true when the policy fails unknown outcomes, $4 last_error JSON.
@@ -345,7 +367,7 @@ SET locked_by = NULL, locked_at = NULL, lock_expiry = NULL, updated_at = $1,
     next_attempt_at = CASE WHEN c.unknown AND $3 THEN NULL ELSE n.next_attempt_at END,
     published_at = CASE WHEN c.unknown AND $3 THEN n.published_at ELSE $1 END
 FROM c WHERE n.id = c.id
-RETURNING n.id, c.unknown, NOT (c.unknown AND $3) AS republish
+RETURNING n.id, n.app, n.lane, c.unknown, NOT (c.unknown AND $3) AS republish
 """
 
 # $1 the id floor of $2 (ids below it were made before $2), $3 limit. In id order over the
@@ -367,6 +389,20 @@ SET status = 'pending', next_attempt_at = NULL, locked_by = NULL, locked_at = NU
     lock_expiry = NULL, published_at = $2, updated_at = $2
 WHERE id = $1 AND status IN ('failed', 'expired')
 RETURNING id
+"""
+
+# A loose index scan (a recursive CTE) over notifications_open_bulk_app: one index probe per
+# app, for the next app above the last, rather than a read of every open bulk document. The
+# workers ask every few seconds, and a 100,000-notification campaign is one app.
+BULK_APPS = f"""
+WITH RECURSIVE apps(app) AS (
+    (SELECT app FROM notifications WHERE {OPEN_BULK} ORDER BY app LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.app FROM notifications n WHERE {OPEN_BULK} AND n.app > apps.app
+            ORDER BY n.app LIMIT 1)
+    FROM apps WHERE apps.app IS NOT NULL
+)
+SELECT app FROM apps WHERE app IS NOT NULL
 """
 
 COUNTS = "SELECT status, count(*) AS n FROM notifications GROUP BY status"

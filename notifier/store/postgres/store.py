@@ -18,9 +18,11 @@ import asyncpg
 from notifier.models import (
     Attempt,
     Device,
+    Lane,
     Notification,
     Platform,
     Status,
+    Wake,
     id_floor,
 )
 from notifier.settings import UnknownOutcomePolicy
@@ -46,6 +48,7 @@ from notifier.store.postgres.rows import (
     notification_from_row,
     outcome_columns,
     storable,
+    wake_from_row,
 )
 from notifier.store.semantics import (
     SharedStoreLogic,
@@ -240,7 +243,7 @@ class PostgresStore(SharedStoreLogic):
         limit: int,
         unpublished_grace_seconds: float,
         stale_published_seconds: float,
-    ) -> list[str]:
+    ) -> list[Wake]:
         if limit <= 0:
             return []
         rows = await self._fetch(
@@ -250,7 +253,7 @@ class PostgresStore(SharedStoreLogic):
             now - timedelta(seconds=unpublished_grace_seconds),
             now - timedelta(seconds=stale_published_seconds),
         )
-        return [r["id"] for r in rows]
+        return [wake_from_row(r) for r in rows]
 
     async def unmark_published(self, ids: Sequence[str]) -> None:
         if ids:
@@ -269,7 +272,13 @@ class PostgresStore(SharedStoreLogic):
             dumps(OUTCOME_UNKNOWN.to_dict()),
         )
         return [
-            RecoveredLock(id=r["id"], unknown_attempt=r["unknown"], republish=r["republish"])
+            RecoveredLock(
+                id=r["id"],
+                unknown_attempt=r["unknown"],
+                republish=r["republish"],
+                app=r["app"],
+                lane=Lane(r["lane"]),
+            )
             for r in rows
         ]
 
@@ -283,6 +292,10 @@ class PostgresStore(SharedStoreLogic):
             return 0
         status = await self._execute(sql.DELETE_FINAL, id_floor(before), before, limit)
         return int(status.split()[-1])
+
+    async def bulk_apps(self) -> list[str]:
+        # sorted here, not by the database's collation: the same order on every store
+        return sorted(r["app"] for r in await self._fetch(sql.BULK_APPS))
 
     async def counts_by_status(
         self, app: str | None = None, *, open_only: bool = False

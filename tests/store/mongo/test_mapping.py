@@ -28,12 +28,14 @@ from notifier.models import (
     Attempt,
     AttemptOutcome,
     Device,
+    Lane,
     LastError,
     Notification,
     Platform,
     Priority,
     Status,
     Target,
+    Wake,
 )
 from notifier.store.base import NotificationStore, Outcome, StoreUnavailable
 from notifier.store.mongo import MongoStore
@@ -50,6 +52,7 @@ from notifier.store.mongo.documents import (
     document_to_device,
     document_to_notification,
     notification_to_document,
+    wake_of,
 )
 
 T0 = datetime(2026, 11, 22, 18, 0, 0, 123000, tzinfo=UTC)  # millisecond precision, like BSON
@@ -73,6 +76,7 @@ def full_notification() -> Notification:
         body="text",
         data={"k": "v", "$dollar": "kept"},
         priority=Priority.NORMAL,
+        lane=Lane.BULK,
         collapse_key="c1",
         ttl_seconds=3600,
         status=Status.RETRYING,
@@ -148,6 +152,7 @@ def test_none_fields_are_left_out_so_the_partial_key_index_skips_them() -> None:
         "target",
         "data",
         "priority",
+        "lane",
         "status",
         "attempts",
         "history",
@@ -155,6 +160,19 @@ def test_none_fields_are_left_out_so_the_partial_key_index_skips_them() -> None:
         "updated_at",
     }
     assert document_to_notification(through_bson(doc)) == minimal_notification()
+
+
+def test_the_lane_is_stored_by_its_design_name_and_a_document_without_one_is_transactional() -> (
+    None
+):
+    assert notification_to_document(full_notification())["lane"] == "bulk"
+    assert notification_to_document(minimal_notification())["lane"] == "transactional"
+    # stored before the lanes existed
+    old = notification_to_document(full_notification())
+    del old["lane"]
+    assert document_to_notification(through_bson(old)).lane is Lane.TRANSACTIONAL
+    assert wake_of({"_id": "x", "app": "shop"}) == Wake("x", "shop", Lane.TRANSACTIONAL)
+    assert wake_of({"_id": "x", "app": "shop", "lane": "bulk"}) == Wake("x", "shop", Lane.BULK)
 
 
 def test_stored_datetimes_come_back_aware_utc_at_millisecond_precision() -> None:
@@ -284,6 +302,15 @@ def test_idempotency_index_is_unique_and_partial_on_string_keys() -> None:
     keys = {tuple(i.document["key"]) for i in q.NOTIFICATION_INDEXES}
     assert {("status", "next_attempt_at"), ("status", "lockExpiry"), ("target.token",)} <= keys
     assert {("user_id", "created_at"), ("app", "_id")} <= keys
+
+
+def test_the_bulk_apps_index_holds_open_bulk_documents_and_answers_the_whole_filter() -> None:
+    """Partial on bulk_apps' own filter (MongoDB uses a partial index only for a query that
+    implies its filter); every field of that filter in the key, so no fetch is needed."""
+    spec = next(i.document for i in q.NOTIFICATION_INDEXES if i.document["name"] == "open_bulk_app")
+    assert spec["partialFilterExpression"] == q.OPEN_BULK
+    assert q.OPEN_BULK == {"lane": "bulk", "status": {"$in": ["pending", "retrying", "scheduled"]}}
+    assert list(spec["key"]) == ["lane", "status", "app"]
 
 
 # -- connection --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from notifier.models import AttemptOutcome, Platform, Status
+from notifier.models import AttemptOutcome, Lane, Platform, Status
 from notifier.settings import UnknownOutcomePolicy
 from notifier.store.base import Outcome
 from notifier.store.mongo import MongoStore
@@ -168,7 +168,7 @@ async def test_the_sweepers_takes_are_one_read_and_one_bulk_write_whatever_their
                 later, limit=size, unpublished_grace_seconds=30, stale_published_seconds=3600
             )
         )
-        assert sorted(taken) == sorted(ids)
+        assert sorted(w.id for w in taken) == sorted(ids)
     assert per_size[1] == per_size[10] == per_size[50] == ["find", "update"]
 
 
@@ -186,6 +186,23 @@ async def test_recovering_expired_locks_is_one_read_and_one_bulk_write_whatever_
         )
         assert sorted(r.id for r in recovered) == sorted(ids)
     assert per_size[1] == per_size[10] == per_size[50] == ["find", "update"]
+
+
+async def test_bulk_apps_is_one_distinct_whatever_the_number_of_apps_and_documents(
+    counted: tuple[MongoStore, CommandCounter], now: datetime
+) -> None:
+    """Every worker asks every few seconds: one command, whatever the bulk backlog."""
+    store, counter = counted
+    per_size = {}
+    apps: set[str] = set()
+    for size in SIZES:
+        batch = [make_notification(now, app=f"app{size}-{i}", lane=Lane.BULK) for i in range(size)]
+        twice = make_notification(now, app=batch[0].app, lane=Lane.BULK)  # listed once
+        await store.insert_many([*batch, twice])
+        apps |= {n.app for n in batch}
+        per_size[size], listed = await counter.run(store.bulk_apps())
+        assert listed == sorted(apps)
+    assert per_size[1] == per_size[10] == per_size[50] == ["distinct"]
 
 
 async def test_a_batchs_key_and_device_lookups_are_one_find_each_whatever_their_number(

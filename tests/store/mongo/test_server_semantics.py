@@ -134,3 +134,44 @@ async def test_a_claim_filter_reads_by_the_id_index(
     now = datetime.now(UTC)
     explained = await col.find(q.claimable(["1", "2"], now)).explain()
     assert "COLLSCAN" not in _stages(explained["queryPlanner"]["winningPlan"])
+
+
+def _plan_stages(plan: Any) -> list[tuple[str, str | None]]:
+    """Every (stage, index name) in an explain's plan tree, whatever its nesting
+    (``inputStage``, ``inputStages``, or the ``queryPlan`` of newer servers)."""
+    found: list[tuple[str, str | None]] = []
+    if isinstance(plan, dict):
+        if "stage" in plan:
+            found.append((str(plan["stage"]), plan.get("indexName")))
+        for value in plan.values():
+            found += _plan_stages(value)
+    elif isinstance(plan, list):
+        for value in plan:
+            found += _plan_stages(value)
+    return found
+
+
+async def test_bulk_apps_is_a_distinct_scan_of_the_open_bulk_index(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """https://www.mongodb.com/docs/manual/core/index-partial/ : a partial index serves a
+    query whose filter implies the index's; and
+    https://www.mongodb.com/docs/manual/reference/explain-results/ : a DISTINCT_SCAN reads
+    one key per distinct value. bulk_apps (every worker, every few seconds) then costs one
+    key per app, not one per queued bulk notification."""
+    server.deviation(request, "distinct scans the collection (no DISTINCT_SCAN, no index)")
+    col = server.db["notifications"]
+    await col.create_indexes(q.NOTIFICATION_INDEXES)
+    statuses = ["pending", "retrying", "scheduled", "sent"]
+    await col.insert_many(
+        [
+            {"_id": str(i), "app": f"app{i % 3}", "lane": "bulk", "status": statuses[i % 4]}
+            for i in range(300)
+        ]
+    )
+    explained = await server.db.command(
+        {"explain": {"distinct": "notifications", "key": "app", "query": q.OPEN_BULK}}
+    )
+    stages = _plan_stages(explained["queryPlanner"]["winningPlan"])
+    assert ("DISTINCT_SCAN", "open_bulk_app") in stages, stages
+    assert "COLLSCAN" not in {stage for stage, _ in stages}, stages

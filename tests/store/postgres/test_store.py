@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import pytest
 
-from notifier.models import Platform, Status
+from notifier.models import Lane, Platform, Status
 from notifier.store.base import StoreUnavailable
 from notifier.store.postgres import PostgresStore, sql
 from notifier.store.postgres import pool as postgres_pool
@@ -50,6 +50,7 @@ async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
         "(user_id, created_at)",
         "(target_token)",
         "(app, id DESC)",
+        "(app) WHERE ((lane = 'bulk'::text) AND",
     ):
         assert columns in defs, columns
 
@@ -135,7 +136,13 @@ async def test_text_postgresql_cannot_hold_is_a_value_error(
 
 
 async def _analyzed_table(
-    url: str, status: str, created_at: str, published_at: str
+    url: str,
+    status: str,
+    created_at: str,
+    published_at: str,
+    *,
+    app: str = "'a'",
+    lane: str = "'transactional'",
 ) -> asyncpg.Connection:
     """20,000 documents ``'n' || g`` (SQL expressions over ``g`` give their columns), then
     ANALYZE; the connection plans prepared statements generically, as the pool's do."""
@@ -147,9 +154,9 @@ async def _analyzed_table(
     conn = await asyncpg.connect(url)
     await conn.execute(
         "INSERT INTO notifications (id, app, target_platform, target_token, status, priority, "
-        "data, created_at, updated_at, published_at) SELECT 'n' || g, 'a', 'fcm', 't' || g, "
-        f"{status}, 'high', '{{}}'::jsonb, {created_at}, now(), {published_at} "
-        "FROM generate_series(1, 20000) g"
+        "lane, data, created_at, updated_at, published_at) SELECT 'n' || g, "
+        f"{app}, 'fcm', 't' || g, {status}, 'high', {lane}, '{{}}'::jsonb, {created_at}, now(), "
+        f"{published_at} FROM generate_series(1, 20000) g"
     )
     await conn.execute("ANALYZE notifications")
     await conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -212,4 +219,62 @@ async def test_the_sweepers_take_reads_what_it_publishes_not_the_backlog(
         )
     finally:
         await store.close()
-    assert sorted(taken) == sorted(f"n{g}" for g in range(1000, 20001, 1000))
+    assert sorted(w.id for w in taken) == sorted(f"n{g}" for g in range(1000, 20001, 1000))
+
+
+async def test_bulk_apps_reads_one_index_entry_per_app_not_the_bulk_backlog(
+    fresh_pg_url: str,
+) -> None:
+    """Every worker asks every few seconds while a campaign of thousands is queued: the
+    loose index scan reads one entry of notifications_open_bulk_app per app listed."""
+    # 20,000 documents of 4 apps, 1 in 5 final: app0 and app2 all bulk, app1 a third bulk, app3
+    # transactional only; so ~7,700 open bulk documents
+    app = "'app' || (g % 4)"
+    lane = "CASE WHEN g % 4 = 3 OR (g % 4 = 1 AND g % 3 <> 0) THEN 'transactional' ELSE 'bulk' END"
+    status = "CASE WHEN g % 5 = 0 THEN 'sent' ELSE 'pending' END"
+    conn = await _analyzed_table(fresh_pg_url, status, "now()", "NULL", app=app, lane=lane)
+    try:
+        rows = await conn.fetch("EXPLAIN (ANALYZE) " + sql.BULK_APPS)
+        expected = await conn.fetch(
+            "SELECT DISTINCT app FROM notifications WHERE lane = 'bulk' "
+            "AND status IN ('pending', 'scheduled', 'retrying') ORDER BY app"
+        )
+    finally:
+        await conn.close()
+    plan = "\n".join(r[0] for r in rows)
+    assert "Seq Scan" not in plan and "notifications_open_bulk_app" in plan, plan
+    # "rows" is per loop (PostgreSQL 18 shows it with decimals)
+    per_loop = re.findall(r"Scan using notifications_open_bulk_app .*actual .*rows=([\d.]+)", plan)
+    assert per_loop and all(float(rows) <= 1 for rows in per_loop), plan
+    store = await PostgresStore.connect(fresh_pg_url)
+    try:
+        listed = await store.bulk_apps()
+    finally:
+        await store.close()
+    assert listed == [r["app"] for r in expected] == ["app0", "app1", "app2"]
+
+
+async def test_setup_adds_the_lane_to_a_table_from_before_the_lanes(
+    fresh_pg_url: str, now: datetime
+) -> None:
+    """An existing database gains the column (its rows transactional) and the index at the
+    next start; a second setup changes nothing."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await store.setup()
+        [old] = await insert(store, make_notification(now, lane=Lane.BULK))
+        await conn.execute("ALTER TABLE notifications DROP COLUMN lane")  # as before the lanes
+        await store.setup()
+        await store.setup()
+        got = await store.get(old.id)
+        assert got is not None and got.lane is Lane.TRANSACTIONAL
+        await insert(store, make_notification(now, app="shop", lane=Lane.BULK))
+        assert await store.bulk_apps() == ["shop"]
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE indexname = 'notifications_open_bulk_app'"
+        )
+        assert len(indexes) == 1
+    finally:
+        await conn.close()
+        await store.close()
