@@ -38,10 +38,10 @@ async def test_transactional_notifications_overtake_a_bulk_backlog(
     emulator: Any,
     sized: Callable[[int], int],
 ) -> None:
-    backlog, logins = sized(3000), 20
+    backlog, logins, concurrency = sized(3000), 20, 32
     campaign = [make_notification(app="campaign", lane=Lane.BULK) for _ in range(backlog)]
     bulk_ids = await insert_and_publish(store, broker, campaign)
-    await workers.start(concurrency=32)
+    await workers.start(concurrency=concurrency)
     await pushed_at_least(emulator, sized(200))  # the campaign is draining
 
     before = await emulator.control.pushed()
@@ -55,9 +55,10 @@ async def test_transactional_notifications_overtake_a_bulk_backlog(
     last_code = max(position[nid] for nid in code_ids)
     # bulk notifications not yet pushed when the codes were published
     waiting = sum(1 for nid in bulk_ids if position[nid] >= before)
-    # Every code arrived while at least three quarters of that bulk backlog still waited
-    # (one FIFO queue would have put them behind all of it).
-    assert last_code - before < logins + waiting // 4, (last_code, before, waiting)
+    # Every code arrived within a few slots' worth of bulk pushes, while most of that
+    # backlog still waited (behind one FIFO queue they took 787 of 2,784 here: the prefetch).
+    bound = logins + max(8 * concurrency, waiting // 10)
+    assert last_code - before <= bound, (last_code, before, waiting)
     assert max(position[nid] for nid in bulk_ids) > last_code
 
 
