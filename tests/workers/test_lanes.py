@@ -56,7 +56,7 @@ async def test_transactional_notifications_overtake_a_bulk_backlog(
     # bulk notifications not yet pushed when the codes were published
     waiting = sum(1 for nid in bulk_ids if position[nid] >= before)
     # Every code arrived within a few slots' worth of bulk pushes, while most of that
-    # backlog still waited (behind one FIFO queue they took 787 of 2,784 here: the prefetch).
+    # backlog still waited (with first-come slots and no reserve they took 787 of 2,784).
     bound = logins + max(8 * concurrency, waiting // 10)
     assert last_code - before <= bound, (last_code, before, waiting)
     assert max(position[nid] for nid in bulk_ids) > last_code
