@@ -65,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds (default 180)")
     p.add_argument("--json", type=Path, help="summary JSON path (default: in the run folder)")
     p.add_argument("--run-dir", default=".run/stack", help="the stack's run folder")
+    lanes = p.add_argument_group("lanes (issue 18: a campaign, a second app, and probes)")
+    lanes.add_argument(
+        "--lanes",
+        action="store_true",
+        help="app A's campaign of N (bulk) + app B's bulk + transactional probes; per-lane figures",
+    )
+    lanes.add_argument(
+        "--fair-app-notifications", type=int, default=1000, metavar="M", help="app B's bulk"
+    )
+    lanes.add_argument(
+        "--fair-app-delay", type=float, default=2.0, help="seconds after the campaign starts"
+    )
+    lanes.add_argument(
+        "--probe-interval", type=float, default=0.25, help="seconds between probes (0.25)"
+    )
+    lanes.add_argument("--probes", type=int, default=400, help="at most this many probes")
+    lanes.add_argument(
+        "--explicit-lanes", action="store_true", help="send the lane field instead of defaults"
+    )
     return p
 
 
@@ -79,6 +98,23 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--batch-size must be 1..500"
     if args.connections < 1 or args.drain_timeout <= 0:
         return "--connections and --drain-timeout must be positive"
+    if args.lanes:
+        return _check_lanes_args(args)
+    return None
+
+
+def _check_lanes_args(args: argparse.Namespace) -> str | None:
+    if not 1 <= args.fair_app_notifications <= 1_000_000:
+        return "--fair-app-notifications must be 1..1000000"
+    if not 0 <= args.fair_app_delay <= 600:
+        return "--fair-app-delay must be 0..600 seconds"
+    if not 0.01 <= args.probe_interval <= 60:
+        return "--probe-interval must be 0.01..60 seconds"
+    if not 1 <= args.probes <= 100_000:
+        return "--probes must be 1..100000"
+    if _batch_size(args) < 2 and not args.explicit_lanes:
+        # single POSTs default to the transactional lane: the campaign would not be bulk
+        return "--lanes needs batches of 2 or more (--batch-size, --rate) or --explicit-lanes"
     return None
 
 
@@ -245,15 +281,7 @@ def _summary(
         "app": app,
         "rate": args.rate,
         "batch_size": _batch_size(args),
-        "submit": {
-            "accepted": len(stats.ids),
-            "rejected": stats.rejected,
-            "errors": stats.errors,
-            "retries": stats.retries,
-            "seconds": round(stats.seconds, 3),
-            "accepted_per_s": round(len(stats.ids) / stats.seconds, 1),
-            "examples": stats.examples,
-        },
+        "submit": _submit_figures(stats),
         "delivery": report.to_dict(),
         "delivered_per_s": round(delivered_per_s, 1),
         "kills": kills.kills,
@@ -261,6 +289,18 @@ def _summary(
         "pipeline_cpu_ms_per_notification": _cpu_per_notification(resources, report.accepted),
         "lost": report.lost,
         "duplicates": report.duplicates,
+    }
+
+
+def _submit_figures(stats: SubmitStats) -> dict[str, Any]:
+    return {
+        "accepted": len(stats.ids),
+        "rejected": stats.rejected,
+        "errors": stats.errors,
+        "retries": stats.retries,
+        "seconds": round(stats.seconds, 3),
+        "accepted_per_s": round(len(stats.ids) / stats.seconds, 1),
+        "examples": stats.examples,
     }
 
 
@@ -329,13 +369,20 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         config = _load_stack(Path(args.run_dir).resolve())
-        summary = asyncio.run(run_bench(args, config))
+        if args.lanes:
+            from loadtest.lanes_bench import lanes_table, run_lanes
+
+            summary = asyncio.run(run_lanes(args, config))
+            table = lanes_table(summary)
+        else:
+            summary = asyncio.run(run_bench(args, config))
+            table = _table(summary)
     except KeyboardInterrupt:
         return 130
     except StackError as exc:  # the stack is not (or no longer) running as it should
         print(f"notifier bench: {exc}", file=sys.stderr)
         return 1
-    console.print(_table(summary))
+    console.print(table)
     path = args.json or Path(args.run_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(summary), indent=1, default=str))

@@ -10,6 +10,7 @@ create a notification the bench does not know about.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -84,7 +85,11 @@ class Submitter:
         self.on_progress = on_progress
         self.stats = SubmitStats()
 
-    async def run(self, payloads: list[dict[str, Any]]) -> SubmitStats:
+    async def run(
+        self, payloads: list[dict[str, Any]], stop: asyncio.Event | None = None
+    ) -> SubmitStats:
+        """Post every payload, or stop scheduling new requests once ``stop`` is set (the
+        requests in flight still finish, so every id the API accepted is in the stats)."""
         batches = [
             payloads[i : i + self.batch_size] for i in range(0, len(payloads), self.batch_size)
         ]
@@ -96,8 +101,13 @@ class Submitter:
         for batch in batches:
             if self.rate:
                 delay = start + sent / self.rate - loop.time()
-                if delay > 0:
+                if delay > 0 and stop is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                elif delay > 0:
                     await asyncio.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             await self.slots.acquire()
             tasks.append(asyncio.create_task(self._post(batch)))
             sent += len(batch)

@@ -18,6 +18,7 @@ import yaml
 
 from notifier import broker
 from notifier.cli import _parser as cli_parser
+from notifier.models import Lane
 from notifier.settings import Settings, load_settings
 
 from .helpers import COMPOSE_FILE, DOCKER_PROMETHEUS, ROOT, load_compose
@@ -29,6 +30,8 @@ EXPECTED_SERVICES = {
     "api-2",
     "nginx",
     "worker",
+    "worker-transactional",
+    "worker-bulk",
     "prometheus",
     "grafana",
     "emulator",
@@ -126,6 +129,27 @@ def test_worker_scales_no_fixed_name_no_host_port(services: dict[str, Any]) -> N
     assert "ports" not in worker
     args = cli_parser().parse_args(worker["command"])
     assert (args.command, args.host, args.metrics_port) == ("worker", "0.0.0.0", 9100)
+
+
+def test_lane_workers_are_the_worker_consuming_one_lane_each(
+    services: dict[str, Any],
+) -> None:
+    """``--profile lanes`` adds one worker service per lane, each scalable on its own."""
+    worker = services["worker"]
+    env = _read_env_file(ROOT / "deploy" / "notifier.env.example")
+    assert "NOTIFIER_LANES" not in worker["environment"] and "NOTIFIER_LANES" not in env
+    assert load_settings(env).lanes == (Lane.TRANSACTIONAL, Lane.BULK)
+    for name, lane in (("worker-transactional", Lane.TRANSACTIONAL), ("worker-bulk", Lane.BULK)):
+        service = services[name]
+        assert service["profiles"] == ["lanes"], name
+        assert "container_name" not in service and "ports" not in service, name
+        for key in ("image", "entrypoint", "command", "volumes", "depends_on", "env_file"):
+            assert service[key] == worker[key], (name, key)
+        environment = dict(service["environment"])
+        assert environment.pop("NOTIFIER_LANES") == lane.value, name
+        assert environment == worker["environment"], name
+        lanes = load_settings({**env, "NOTIFIER_LANES": service["environment"]["NOTIFIER_LANES"]})
+        assert lanes.lanes == (lane,), name
 
 
 def test_api_replicas_serve_on_all_interfaces(services: dict[str, Any]) -> None:
@@ -270,7 +294,9 @@ def test_prometheus_targets_are_the_compose_services(services: dict[str, Any]) -
     api_targets = jobs["api"]["static_configs"][0]["targets"]
     assert sorted(api_targets) == ["api-1:8080", "api-2:8080"]
     (dns,) = jobs["worker"]["dns_sd_configs"]
-    assert dns["names"] == ["worker"] and dns["type"] == "A" and dns["port"] == 9100
+    workers = {name for name, s in services.items() if s.get("command", [None])[0] == "worker"}
+    assert workers == {"worker", "worker-transactional", "worker-bulk"}
+    assert set(dns["names"]) == workers and dns["type"] == "A" and dns["port"] == 9100
     mounts = {_volume_parts(v) for v in services["prometheus"]["volumes"]}
     for rule_file in config["rule_files"]:
         assert (f"./prometheus/{rule_file}", f"/etc/prometheus/{rule_file}") in mounts

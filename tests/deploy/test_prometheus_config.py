@@ -36,6 +36,8 @@ REQUIRED_ALERTS = {
     "NotifierDeadLetterQueueNotEmpty",
     "NotifierInstanceDown",
     "NotifierUnknownOutcomes",
+    "NotifierTransactionalLatencySLOBreach",
+    "NotifierBulkBacklogOld",
 }
 
 
@@ -117,7 +119,7 @@ def test_every_required_alert_exists_with_annotations_and_a_runbook() -> None:
 
 def test_every_dashboard_loads_with_unique_ids_and_the_provisioned_datasource() -> None:
     names = {p.name for p in DASHBOARDS}
-    assert names >= {"overview.json", "workers.json", "queue.json", "api.json"}
+    assert names >= {"overview.json", "workers.json", "queue.json", "api.json", "lanes.json"}
     datasource = yaml.safe_load(
         (ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )["datasources"][0]["uid"]
@@ -158,6 +160,7 @@ def test_every_metric_in_dashboards_and_rules_is_exported_by_the_code() -> None:
         "notifier_http_requests_total",
         "notifier_http_request_duration_seconds_bucket",
         "notifier_duplicates_suppressed_total",
+        "notifier_queue_wait_seconds",  # the lanes' backlog age
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):
