@@ -30,7 +30,7 @@ from api.schemas import (
     any_token_pattern,
     payload_rules_text,
 )
-from notifier.models import Platform
+from notifier.models import Lane, Platform
 from notifier.providers.spec import SPECS
 
 _REF = "#/components/schemas/{model}"
@@ -81,6 +81,7 @@ _EXAMPLE = {
     "body": "text",
     "data": {"k": "v"},
     "priority": "high",
+    "lane": Lane.TRANSACTIONAL.value,
     "ttl_seconds": 3600,
     "collapse_key": "c1",
 }
@@ -88,7 +89,7 @@ _EXAMPLES = {
     "NotificationRequest": _EXAMPLE,
     "BatchRequest": {
         "notifications": [
-            _EXAMPLE,
+            _EXAMPLE,  # its lane given: transactional; the next item is bulk, the default
             {"to": {"platform": Platform.FCM.value, "token": "fcm-token-1"}, "data": {"k": "v"}},
         ]
     },

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import ConfigDict, Field, WithJsonSchema, with_config
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
-from notifier.models import AttemptOutcome, Platform, Priority, Status
+from notifier.models import AttemptOutcome, Lane, Platform, Priority, Status
 
 DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 AcceptedStatus = Literal[Status.PENDING, Status.SCHEDULED]
@@ -44,6 +44,7 @@ class Problem(TypedDict):
 class AcceptedOne(TypedDict):
     id: str
     status: AcceptedStatus
+    lane: Lane
 
 
 @with_config(_EXACT)
@@ -52,6 +53,7 @@ class AcceptedMany(TypedDict):
 
     ids: Annotated[list[str], Field(min_length=1)]
     status: AcceptedStatus
+    lane: Lane
 
 
 Accepted = AcceptedOne | AcceptedMany
@@ -100,6 +102,7 @@ class Notification(TypedDict):
     body: str | None
     data: dict[str, str]
     priority: Priority
+    lane: Lane
     ttl_seconds: int | None
     collapse_key: str | None
     status: Status

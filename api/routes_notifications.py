@@ -52,10 +52,10 @@ class _Plan:
 
 
 def _answer(docs: Sequence[Notification], fan_out: bool) -> shape.Accepted:
-    status = accepted_status(docs[0])
+    status, lane = accepted_status(docs[0]), docs[0].lane  # a fan-out's documents share both
     if fan_out:
-        return {"ids": sorted(d.id for d in docs), "status": status}
-    return {"id": docs[0].id, "status": status}
+        return {"ids": sorted(d.id for d in docs), "status": status, "lane": lane}
+    return {"id": docs[0].id, "status": status, "lane": lane}
 
 
 def _replay(stored: Sequence[Notification], fp: str | None) -> shape.Accepted:
@@ -129,9 +129,9 @@ def _planned(
 
 
 def _count_accepted(docs: Sequence[Notification]) -> None:
-    counts = Counter((d.target.platform.value, d.priority.value) for d in docs)
-    for (platform, priority), count in counts.items():
-        ACCEPTED.labels(platform, priority).inc(count)
+    counts = Counter((d.target.platform.value, d.priority.value, d.lane.value) for d in docs)
+    for (platform, priority, lane), count in counts.items():
+        ACCEPTED.labels(platform, priority, lane).inc(count)
 
 
 async def create_notification(request: web.Request) -> web.Response:

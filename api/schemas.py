@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from notifier.models import Platform, Priority, Status, utcnow
+from notifier.models import Lane, Platform, Priority, Status, utcnow
 from notifier.providers.spec import SPECS, Content, PlatformSpec, spec_for
 
 MAX_BODY_BYTES = 64 * 1024
@@ -44,6 +44,13 @@ SCHEDULE_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEDULE_RANGE = "must be at or after 1970-01-01T00:00:00Z once converted to UTC"
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+LANE_TEXT = (
+    "The work queue: transactional (someone is waiting: login codes, payments, chat; "
+    "workers keep capacity for it) or bulk (campaigns, digests; shared fairly between "
+    "apps). A single request defaults to transactional, a batch item to bulk. Unrelated "
+    "to priority, which is the provider's."
 )
 
 # Tags of the `to` union: dropped from error locations so a pointer reads /to/token.
@@ -240,6 +247,7 @@ class NotificationRequest(_Model):
         default_factory=dict, max_length=256
     )
     priority: Priority = Field(default=Priority.HIGH, strict=False)
+    lane: Lane = Field(default=Lane.TRANSACTIONAL, strict=False, description=LANE_TEXT)
     ttl_seconds: TtlSeconds | None = None
     collapse_key: CollapseKey | None = None
     scheduled_for: datetime | None = Field(
@@ -300,6 +308,8 @@ class BatchItem(NotificationRequest):
     """One item of a batch: a notification plus its own optional idempotency key."""
 
     idempotency_key: IdempotencyKey | None = None
+    # A batch is most often a campaign: its items default to the bulk lane.
+    lane: Lane = Field(default=Lane.BULK, strict=False, description=LANE_TEXT)
 
 
 class BatchRequest(_Model):

@@ -60,8 +60,8 @@ HTTP_DURATION = Histogram(
 )
 ACCEPTED = Counter(
     "notifier_notifications_accepted",
-    "Notifications accepted (stored) by the API, by platform and priority.",
-    ["platform", "priority"],
+    "Notifications accepted (stored) by the API, by platform, priority and lane.",
+    ["platform", "priority", "lane"],
     registry=API_REGISTRY,
 )
 API_PUBLISH_FAILURES = Counter(

@@ -8,18 +8,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from notifier.apikeys import generate_key, hash_key
-from notifier.broker import Broker, decode, delete_queues, existing_queue
-from notifier.models import Status, utcnow
+from notifier.broker import Broker, decode, delete_queues, queue_for
+from notifier.models import Lane, Status, utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store import NotificationStore, open_store
 from tests.conftest import AMQP_URL
@@ -61,35 +62,54 @@ class Api:
         counts = await self.store.counts_by_status(self.app_name)
         return sum(counts.values())
 
-    async def queued(self) -> int:
+    async def queued(self, lane: Lane | None = None) -> int:
         """How many notification ids :meth:`queued_ids` finds."""
-        return len(await self.queued_ids())
+        return len(await self.queued_ids(lane))
 
-    async def queued_ids(self) -> list[str]:
-        """Notification ids ready in this test's queue (a message may carry several).
+    async def queued_ids(self, lane: Lane | None = None) -> list[str]:
+        """Notification ids ready in this test's transactional queue and this app's bulk
+        queue (``lane``: that lane's only); a message may carry several.
 
         Reads every message without ack, requeues them all and waits until the queue holds
-        them again, so the next call sees the same. A fresh channel: a robust one caches.
+        them again, so the next call sees the same. A connection of its own, not robust: a
+        robust channel caches declares, and reopens after a queue that is not there (a bulk
+        queue nothing was published to is not declared: nothing is queued in it).
         """
-        async with existing_queue(self.broker.connection, self.settings.queue) as queue:
-            messages: list[AbstractIncomingMessage] = []
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                messages.append(message)
-            for message in messages:
-                await message.nack(requeue=True)
-
-            async def ready() -> bool:
-                # at least: the API may publish meanwhile (a replay's publish, for one)
-                declared = await queue.declare()
-                return (declared.message_count or 0) >= len(messages)
-
-            await wait_for(ready, timeout=10, what="the read messages back in the queue")
-            return [i for m in messages for i in decode(m.body) or ()]
+        lanes = list(Lane) if lane is None else [lane]
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        async with connection:
+            found: list[str] = []
+            for each in lanes:
+                found += await _read_back(connection, queue_for(self.settings, each, self.app_name))
+            return found
 
     async def new_key(self, app_name: str | None = None) -> str:
         key = generate_key()
         await self.store.add_api_key(app_name or self.app_name, hash_key(key), utcnow())
         return key
+
+
+async def _read_back(connection: AbstractConnection, name: str) -> list[str]:
+    """The ids in the messages of queue ``name``, each read without ack and requeued."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return []
+    messages: list[AbstractIncomingMessage] = []
+    while (message := await queue.get(no_ack=False, fail=False)) is not None:
+        messages.append(message)
+    for message in messages:
+        await message.nack(requeue=True)
+
+    async def ready() -> bool:
+        # at least: the API may publish meanwhile (a replay's publish, for one)
+        declared = await queue.declare()
+        return (declared.message_count or 0) >= len(messages)
+
+    await wait_for(ready, timeout=10, what="the read messages back in the queue")
+    await channel.close()
+    return [i for m in messages for i in decode(m.body) or ()]
 
 
 @pytest.fixture
@@ -130,7 +150,8 @@ async def api_factory(
     for api in started:
         await api.client.close()
     for settings in {a.settings.queue: a.settings for a in started}.values():
-        await delete_queues(settings)
+        apps = {a.app_name for a in started if a.settings.queue == settings.queue}
+        await delete_queues(settings, apps)
 
 
 @pytest.fixture

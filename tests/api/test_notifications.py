@@ -19,7 +19,7 @@ from tests.support import wait_for
 APNS = {"platform": "apns", "token": APNS_TOKEN}
 FCM = {"platform": "fcm", "token": FCM_TOKEN}
 NOTIFICATION_KEYS = {
-    "id", "user_id", "target", "title", "body", "data", "priority", "ttl_seconds",
+    "id", "user_id", "target", "title", "body", "data", "priority", "lane", "ttl_seconds",
     "collapse_key", "status", "scheduled_for", "attempts", "history", "last_error", "sent_at",
     "provider_message_id", "created_at", "updated_at",
 }  # fmt: skip
@@ -137,9 +137,9 @@ async def test_batch_one_insert_one_publish_errors_in_place(
     publishes: list[int] = []
     original = api.broker.publish
 
-    async def counting_publish(ids: Sequence[str]) -> None:
+    async def counting_publish(ids: Sequence[str], **route: Any) -> None:
         publishes.append(len(ids))
-        await original(ids)
+        await original(ids, **route)
 
     api.broker.publish = counting_publish  # type: ignore[method-assign,assignment]
     items: list[dict[str, Any]] = [{"to": APNS, "title": str(i)} for i in range(300)]
@@ -217,7 +217,8 @@ async def test_health_ready_and_metrics(api: Api) -> None:
         in text
     )
     assert nid not in text
-    assert 'notifier_notifications_accepted_total{platform="fcm",priority="normal"}' in text
+    labels = 'lane="transactional",platform="fcm",priority="normal"'
+    assert f"notifier_notifications_accepted_total{{{labels}}}" in text
     assert "notifier_http_request_duration_seconds_bucket" in text
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from api.openapi import openapi_document
 from api.responses import SHAPES, Answer
 from api.schemas import PAYLOAD_LIMIT, BatchRequest, DeviceRequest, NotificationRequest
-from notifier.models import AttemptOutcome, Platform, Priority, Status
+from notifier.models import AttemptOutcome, Lane, Platform, Priority, Status
 from notifier.providers.spec import SPECS
 from tests.api.conftest import APNS_TOKEN, Api
 
@@ -67,11 +67,12 @@ def test_every_enum_is_a_model_enum_or_a_subset_of_one() -> None:
         ("Platform", Platform),
         ("Status", Status),
         ("Priority", Priority),
+        ("Lane", Lane),
         ("AttemptOutcome", AttemptOutcome),
     )
     for name, model in enums:
         assert schemas[name]["enum"] == [m.value for m in model]
-    models = [{m.value for m in e} for e in (Platform, Status, Priority, AttemptOutcome)]
+    models = [{m.value for m in e} for e in (Platform, Status, Priority, Lane, AttemptOutcome)]
     for enum in _enums(DOCUMENT):
         assert any(set(enum) <= values for values in models), enum
     # the answers name the enums instead of copying them
@@ -80,6 +81,16 @@ def test_every_enum_is_a_model_enum_or_a_subset_of_one() -> None:
     assert schemas["Notification"]["properties"]["status"] == {
         "$ref": "#/components/schemas/Status"
     }
+    assert schemas["Notification"]["properties"]["lane"] == {"$ref": "#/components/schemas/Lane"}
+
+
+def test_the_lane_defaults_are_documented() -> None:
+    """A single request defaults to the transactional lane, a batch item to bulk."""
+    schemas = DOCUMENT["components"]["schemas"]
+    assert schemas["NotificationRequest"]["properties"]["lane"]["default"] == "transactional"
+    assert schemas["BatchItem"]["properties"]["lane"]["default"] == "bulk"
+    for name in ("AcceptedOne", "AcceptedMany"):
+        assert "lane" in schemas[name]["required"]
 
 
 def test_answer_schemas_are_the_shapes_the_views_build() -> None:

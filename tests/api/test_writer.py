@@ -10,31 +10,34 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from api.writer import BrokerLink, Writer
-from notifier.broker import Broker
-from notifier.models import Notification, Platform, Target, new_id, utcnow
+from notifier.broker import Broker, delete_queues
+from notifier.models import Lane, Notification, Platform, Target, new_id, utcnow
 from notifier.settings import Settings
 from notifier.store import InsertResult, NotificationStore
 from tests.support import wait_for
 
 
 class GatedInserts:
-    """The real store; each ``insert_many`` is recorded, then waits for ``gate``."""
+    """The real store; each ``insert_many`` is recorded, then waits for ``gate`` (only those
+    of the lanes in ``gated``)."""
 
-    def __init__(self, store: NotificationStore) -> None:
+    def __init__(self, store: NotificationStore, gated: frozenset[Lane] = frozenset(Lane)) -> None:
         self.store = store
         self.inserts: list[int] = []
         self.gate = asyncio.Event()
+        self.gated = gated
 
     async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
         self.inserts.append(len(notifications))
-        await self.gate.wait()
+        if any(n.lane in self.gated for n in notifications):
+            await self.gate.wait()
         return await self.store.insert_many(notifications)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
 
-def docs(n: int) -> list[Notification]:
+def docs(n: int, lane: Lane = Lane.TRANSACTIONAL) -> list[Notification]:
     now = utcnow()
     return [
         Notification(
@@ -44,6 +47,7 @@ def docs(n: int) -> list[Notification]:
             created_at=now,
             updated_at=now,
             title="hi",
+            lane=lane,
         )
         for _ in range(n)
     ]
@@ -76,3 +80,29 @@ async def test_one_insert_at_a_time_and_the_queue_forms_the_next_rounds(
         gated.gate.set()
         await writer.close()
         await link.close()
+
+
+async def test_a_transactional_write_does_not_wait_behind_bulk_rounds(
+    make_settings: Callable[..., Settings], store: NotificationStore
+) -> None:
+    """A campaign's batches hold the bulk rounds (one inserting, more queued); a login code
+    written meanwhile is stored and published without waiting for any of them."""
+    settings = make_settings()
+    gated = GatedInserts(store, gated=frozenset({Lane.BULK}))
+    link = BrokerLink(settings, await Broker.connect(settings))
+    writer = Writer(cast(NotificationStore, gated), link)
+    try:
+        campaign = [asyncio.ensure_future(writer.write(docs(500, Lane.BULK))) for _ in range(3)]
+        await wait_for(lambda: gated.inserts == [1000], timeout=5, what="the first bulk round")
+        code = docs(1)
+        [result] = await asyncio.wait_for(writer.write(code), 10)
+        assert result.created and gated.inserts == [1000, 1]  # the bulk round still held
+        assert not any(task.done() for task in campaign)
+        gated.gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(*campaign), 60)
+        assert all(r.created for results in answers for r in results)
+    finally:
+        gated.gate.set()
+        await writer.close()
+        await link.close()
+        await delete_queues(settings, ["app-writer"])
