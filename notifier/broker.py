@@ -36,6 +36,9 @@ from notifier.models import Lane, Wake
 from notifier.settings import Settings
 
 DLX_EXCHANGE = "notifier.dlx"
+# A fanout exchange on which a publisher announces each bulk queue it declares, so that the
+# workers consume a new app's queue at once (they also ask the store every few seconds).
+BULK_APPS_EXCHANGE = "notifier.bulk.apps"
 DELIVERY_LIMIT = 20  # a message redelivered this often is poison: dead-letter it
 PUBLISH_TIMEOUT_SECONDS = 10.0
 IDS_PER_MESSAGE = 50  # ids packed into one work message
@@ -138,6 +141,7 @@ class Broker:
         self.connection = connection
         self._channel: AbstractChannel | None = None
         self._dlx: AbstractExchange | None = None
+        self._announce: AbstractExchange | None = None
         self._declared: set[str] = set()  # the work queues this broker declared
         self._declaring: dict[str, asyncio.Future[AbstractQueue]] = {}
 
@@ -159,6 +163,7 @@ class Broker:
         self._dlx = await channel.declare_exchange(
             DLX_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
+        self._announce = await declare_announcements(channel)
         for lane in Lane:
             name = dead_queue_for(self.settings, lane)
             dead = await channel.declare_queue(
@@ -177,7 +182,9 @@ class Broker:
         it published to)."""
         return frozenset(self._declared)
 
-    async def _ensure_queue(self, channel: AbstractChannel, lane: Lane, name: str) -> None:
+    async def _ensure_queue(
+        self, channel: AbstractChannel, lane: Lane, name: str, app: str
+    ) -> None:
         """Declare a bulk queue once per broker (concurrent publishes share the declare)."""
         if name in self._declared:
             return
@@ -194,6 +201,7 @@ class Broker:
                 self._declared.add(name)
             finally:
                 del self._declaring[name]
+            await self._announce_app(app)
         else:
             await pending
 
@@ -231,7 +239,7 @@ class Broker:
         queue = queue_for(self.settings, lane, app)
         chunks = [ids[i : i + per_message] for i in range(0, len(ids), max(1, per_message))]
         try:
-            await self._ensure_queue(channel, lane, queue)
+            await self._ensure_queue(channel, lane, queue, app)
             await asyncio.gather(
                 *(self._publish(exchange, queue, encode_ids(c), c[0]) for c in chunks)
             )
@@ -239,6 +247,20 @@ class Broker:
             if isinstance(exc, aio_pika.exceptions.PublishError):
                 self._declared.discard(queue)  # deleted meanwhile: declare it again next time
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+
+    async def _announce_app(self, app: str) -> None:
+        """Tell the workers an app's bulk queue exists (best effort: they also ask the
+        store). The work queue's name tells deployments sharing a vhost apart."""
+        if self._announce is None:
+            return
+        message = aio_pika.Message(orjson.dumps({"queue": self.settings.queue, "app": app}))
+        try:
+            # not mandatory: with no worker listening nobody needs to hear it
+            await self._announce.publish(
+                message, routing_key="", mandatory=False, timeout=PUBLISH_TIMEOUT_SECONDS
+            )
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError):
+            return
 
     async def publish_wakes(
         self, wakes: Iterable[Wake], *, per_message: int = IDS_PER_MESSAGE
@@ -325,6 +347,34 @@ async def consuming_channel(connection: AbstractConnection, prefetch: int) -> Ab
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=prefetch)
     return channel
+
+
+async def declare_announcements(channel: AbstractChannel) -> AbstractExchange:
+    return await channel.declare_exchange(
+        BULK_APPS_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+
+
+async def announced_queues(channel: AbstractChannel) -> AbstractQueue:
+    """A queue of this consumer's own (exclusive, gone with its connection) that hears every
+    bulk queue a publisher declares: ``{"queue": <NOTIFIER_QUEUE>, "app": app}`` messages
+    (:func:`decode_announcement`)."""
+    exchange = await declare_announcements(channel)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange)
+    return queue
+
+
+def decode_announcement(body: bytes, settings: Settings) -> str | None:
+    """The app an announcement names, if it is one of these settings' (else None)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or value.get("queue") != settings.queue:
+        return None
+    app = value.get("app")
+    return app if isinstance(app, str) and app else None
 
 
 async def work_queue(

@@ -36,7 +36,14 @@ from aio_pika.abc import (
 )
 
 from notifier import metrics
-from notifier.broker import consuming_channel, decode, queue_for, work_queue
+from notifier.broker import (
+    announced_queues,
+    consuming_channel,
+    decode,
+    decode_announcement,
+    queue_for,
+    work_queue,
+)
 from notifier.delivery import Deliverer
 from notifier.logging import get_logger
 from notifier.models import Lane, as_utc
@@ -111,6 +118,8 @@ class Consumer:
         if Lane.TRANSACTIONAL in self.lanes:
             await self._consume(Lane.TRANSACTIONAL)
         if Lane.BULK in self.lanes and self._bulk_apps is not None:
+            announced = await announced_queues(self._channels[0])
+            self._consumers.append((announced, await announced.consume(self._on_announced)))
             await self.refresh_bulk_apps()
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
         log.info(
@@ -142,10 +151,35 @@ class Consumer:
             metrics.STORE_ERRORS.labels("bulk_apps").inc()
             return
         for app in apps:
-            if app not in self._apps and not self._stop.is_set():
-                await self._consume(Lane.BULK, app)
-                self._apps.add(app)
-                log.info("bulk_queue_consumed", app=app)
+            await self._consume_bulk(app)
+
+    async def _consume_bulk(self, app: str) -> None:
+        if app in self._apps or self._stop.is_set():
+            return
+        self._apps.add(app)  # first: a concurrent refresh or announcement skips it
+        try:
+            await self._consume(Lane.BULK, app)
+        except BaseException:
+            self._apps.discard(app)
+            raise
+        log.info("bulk_queue_consumed", app=app)
+
+    async def _on_announced(self, message: AbstractIncomingMessage) -> None:
+        """A publisher declared a bulk queue: consume it now rather than at the next
+        refresh. (Acked at once: a lost announcement only waits for the refresh.)"""
+        await message.ack()
+        app = decode_announcement(message.body, self.settings)
+        if app is not None and app not in self._apps:
+            # in a task of its own: the declares it sends must not wait inside a delivery
+            task = asyncio.get_running_loop().create_task(self._consume_announced(app))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _consume_announced(self, app: str) -> None:
+        try:
+            await self._consume_bulk(app)
+        except Exception as exc:  # broker trouble: the next refresh finds it
+            log.warning("bulk_queue_consume_failed", error=type(exc).__name__)
 
     async def _refresh_loop(self) -> None:
         while not self._stop.is_set():

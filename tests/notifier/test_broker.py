@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import pytest
 
-from notifier.broker import Broker, BrokerUnavailable, decode, existing_queue, queue_for
+from notifier.broker import (
+    Broker,
+    BrokerUnavailable,
+    announced_queues,
+    decode,
+    decode_announcement,
+    existing_queue,
+    queue_for,
+)
 from notifier.models import Lane, Wake, new_id
 from notifier.settings import Settings
 
@@ -84,3 +93,32 @@ async def test_a_publish_to_a_deleted_queue_fails_and_the_next_one_declares_it_a
         await broker.publish([lost], lane=Lane.BULK, app="a")
     await broker.publish([again], lane=Lane.BULK, app="a")
     assert await drain(settings, name) == [again]
+
+
+async def test_a_new_bulk_queue_is_announced_to_the_workers_once(
+    settings: Settings, broker: Broker, make_settings: Callable[..., Settings]
+) -> None:
+    """Workers hear of a new app's bulk queue at once, not at their next store poll; a
+    deployment sharing the vhost (another queue name) is not theirs."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        heard = await announced_queues(channel)
+        await broker.publish([new_id()], lane=Lane.BULK, app="new-app")
+        await broker.publish([new_id()], lane=Lane.BULK, app="new-app")  # declared already
+        await broker.publish([new_id()])  # transactional: nothing to announce
+        await broker.publish([new_id()], lane=Lane.BULK, app="marker")  # in order after those
+        bodies: list[bytes] = []
+        async with asyncio.timeout(10):
+            while decode_announcement(bodies[-1] if bodies else b"", settings) != "marker":
+                message = await heard.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.02)
+                    continue
+                bodies.append(message.body)
+                await message.ack()
+    assert [decode_announcement(body, settings) for body in bodies] == ["new-app", "marker"]
+    other = make_settings(queue="another-deployment")
+    assert decode_announcement(bodies[0], settings) == "new-app"
+    assert decode_announcement(bodies[0], other) is None
+    assert decode_announcement(b"garbage", settings) is None
