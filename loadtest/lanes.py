@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadtest.accounting import Deliveries, created_seconds
+from loadtest.accounting import Deliveries, Latency, created_seconds
 
 # The issue's targets (issue 18, "Deliver" 3).
 TRANSACTIONAL_P99_TARGET_MS = 100.0
@@ -89,6 +89,24 @@ def fairness(
     completion = end - start
     ratio = completion / fair_share if fair_share > 0 else math.nan
     return Fairness(len(received), completion, throughput, fair_share, ratio, apps)
+
+
+def latency_by_phase(
+    probe_ids: Sequence[str], deliveries: Deliveries, submitted_at: float
+) -> dict[str, Latency]:
+    """The probes' created -> received, split at the moment both apps' bulk had been
+    accepted: ``submitting`` (the API also taking 500-item batches as fast as it can) and
+    ``draining`` (the workers pushing the backlog: the issue's "while the campaign
+    drains")."""
+    phases: dict[str, list[float]] = {"submitting": [], "draining": []}
+    for nid in probe_ids:
+        entry = deliveries.get(nid.lower())
+        if not entry:
+            continue
+        created = created_seconds(nid)
+        phase = "submitting" if created < submitted_at else "draining"
+        phases[phase].append(max(0.0, float(entry[1]) - created))
+    return {phase: Latency.of(seconds) for phase, seconds in phases.items()}
 
 
 def p99_met(p99_ms: float) -> bool:

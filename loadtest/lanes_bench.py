@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,7 +35,13 @@ from loadtest.bench import (
     console,
 )
 from loadtest.driver import KillLog, SubmitStats, Submitter, kill_workers, make_payloads, open_count
-from loadtest.lanes import TRANSACTIONAL_P99_TARGET_MS, fairness, p99_met, subtract_counts
+from loadtest.lanes import (
+    TRANSACTIONAL_P99_TARGET_MS,
+    fairness,
+    latency_by_phase,
+    p99_met,
+    subtract_counts,
+)
 from loadtest.resources import ResourceSampler, service_ports
 from notifier.apikeys import create_key
 from notifier.models import Lane
@@ -67,6 +73,7 @@ class Streams:
     campaign: SubmitStats
     fair: SubmitStats
     probes: SubmitStats
+    submitted_at: float = 0.0  # when both apps' bulk had been accepted (Unix seconds)
 
     @property
     def accepted(self) -> int:
@@ -127,7 +134,7 @@ class _LanesRun:
         fair_payloads = lane_payloads(args.fair_app_notifications, bulk_lane)
         tasks.append(asyncio.create_task(fair.run(fair_payloads)))
         await self._wait(lambda: all(t.done() for t in tasks), float("inf"))
-        streams = Streams(tasks[0].result(), tasks[1].result(), probes.stats)
+        streams = Streams(tasks[0].result(), tasks[1].result(), probes.stats, time.time())
         await self._until_all_pushed(streams, probing)
         stop_probes.set()
         await probing
@@ -253,6 +260,12 @@ def lane_figures(
         },
         "transactional": {
             **probes.to_dict(),
+            "by_phase": {
+                phase: asdict(latency)
+                for phase, latency in latency_by_phase(
+                    streams.probes.ids, deliveries, streams.submitted_at
+                ).items()
+            },
             "p99_target_ms": TRANSACTIONAL_P99_TARGET_MS,
             "p99_met": p99_met(probes.latency.p99_ms),
         },
@@ -266,6 +279,15 @@ def lane_figures(
         "lost": probes.lost + bulk.lost,
         "duplicates": probes.duplicates + bulk.duplicates,
     }
+
+
+def _phase_rows(by_phase: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    rows = []
+    for phase, lat in by_phase.items():
+        met = "met" if p99_met(lat["p99_ms"]) else "NOT met"
+        figures = f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms ({met})"
+        rows.append(("", f"while {phase} ({lat['count']})", figures))
+    return rows
 
 
 def lanes_table(summary: dict[str, Any]) -> Table:
@@ -290,6 +312,7 @@ def lanes_table(summary: dict[str, Any]) -> Table:
         ("", "created->received p50", f"{lat['p50_ms']:.1f} ms"),
         ("", "created->received p99", f"{lat['p99_ms']:.1f} ms (target 100 ms: {tx_met})"),
         ("", "created->received max", f"{lat['max_ms']:.1f} ms"),
+        *_phase_rows(tx["by_phase"]),
         ("", "lost / duplicates", f"{tx['lost']} / {tx['duplicates']}"),
         ("bulk", "accepted (app A + app B)", f"{a} + {b}"),
         ("", "delivered/s", f"{bulk['delivered_per_s']:.0f}"),

@@ -10,7 +10,7 @@ import uuid_utils
 from loadtest.accounting import created_seconds
 from loadtest.bench import _check_args, _parser
 from loadtest.driver import SubmitStats
-from loadtest.lanes import fairness, p99_met, rate_between, subtract_counts
+from loadtest.lanes import fairness, latency_by_phase, p99_met, rate_between, subtract_counts
 from loadtest.lanes_bench import Streams, lane_figures, lane_payloads
 from notifier.models import Lane
 
@@ -127,3 +127,16 @@ def test_lanes_refuse_a_campaign_of_single_posts_without_explicit_lanes() -> Non
     assert "--lanes needs batches" in str(_check_args(_args("--batch-size", "1")))
     assert _check_args(_args("--batch-size", "1", "--explicit-lanes")) is None
     assert "--probe-interval" in str(_check_args(_args("--probe-interval", "0")))
+
+
+def test_probe_latency_is_split_at_the_end_of_the_bulk_submission() -> None:
+    """Probes created before both apps' bulk was accepted count as "while submitting", the
+    others as "while draining" (the issue's target); unreceived probes in neither."""
+    early, late = _ids(2, T0), _ids(3, T0 + 10)
+    deliveries = {
+        **_received(early, [T0 + 0.300, T0 + 0.401]),
+        **_received(late[:2], [T0 + 10.020, T0 + 10.031]),
+    }
+    phases = latency_by_phase(early + late, deliveries, submitted_at=T0 + 5)
+    assert phases["submitting"].count == 2 and round(phases["submitting"].p99_ms) == 400
+    assert phases["draining"].count == 2 and round(phases["draining"].p99_ms) == 30
