@@ -133,9 +133,10 @@ def test_probe_latency_is_split_at_the_end_of_the_bulk_submission() -> None:
     """Probes created before both apps' bulk was accepted count as "while submitting", the
     others as "while draining" (the issue's target); unreceived probes in neither."""
     early, late = _ids(2, T0), _ids(3, T0 + 10)
+    e, la = [created_seconds(i) for i in early], [created_seconds(i) for i in late]
     deliveries = {
-        **_received(early, [T0 + 0.300, T0 + 0.401]),
-        **_received(late[:2], [T0 + 10.020, T0 + 10.031]),
+        **_received(early, [e[0] + 0.300, e[1] + 0.400]),
+        **_received(late[:2], [la[0] + 0.020, la[1] + 0.030]),
     }
     phases = latency_by_phase(early + late, deliveries, submitted_at=T0 + 5)
     assert phases["submitting"].count == 2 and round(phases["submitting"].p99_ms) == 400
