@@ -51,8 +51,7 @@ from notifier.retrying import Backoff, Stopped, retry
 from notifier.settings import Settings
 from notifier.store.base import StoreUnavailable
 from notifier.sweeper import QueueHead
-from workers.bulk_limit import AdaptiveLimit
-from workers.slots import Held, LaneSlots
+from workers.slots import LaneSlots
 
 log = get_logger(__name__)
 
@@ -103,9 +102,7 @@ class Consumer:
         reserve = math.ceil(concurrency * settings.transactional_reserve)
         if Lane.TRANSACTIONAL not in self.lanes:
             reserve = 0  # nothing to keep slots for
-        # bulk work adapts its share to the queueing it causes (workers/bulk_limit.py)
-        self._bulk_limit = AdaptiveLimit(max(1, concurrency - reserve))
-        self._slots = LaneSlots(max(1, concurrency), reserve, self._bulk_limit)
+        self._slots = LaneSlots(max(1, concurrency), reserve)
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()  # set by stop(): ends the store-outage retries at once
@@ -255,25 +252,13 @@ class Consumer:
                     return  # this part claimed nothing: left unacked, the broker requeues it
                 # each finished delivery frees its slot at once: a message's stragglers do
                 # not hold back the next message (its ack still waits for all of them)
-                done = held.release_one if lane is Lane.TRANSACTIONAL else self._timed(held)
-                how = await self._deliver(part, done)
+                how = await self._deliver(part, held.release_one)
             if how is not Settle.ACK:
                 break
         if how is Settle.CRASHED:  # a bug: requeue (the delivery limit dead-letters a poison one)
             await asyncio.sleep(1.0)
             how = Settle.NACK
         await self._settle(message, how)
-
-    def _timed(self, held: Held) -> Callable[[], None]:
-        """``held.release_one``, telling the bulk limit how long each slot was held."""
-        granted = time.monotonic()
-        observe = self._bulk_limit.observe
-
-        def done() -> None:
-            observe(time.monotonic() - granted)
-            held.release_one()
-
-        return done
 
     async def _deliver(self, ids: Sequence[str], each_done: Callable[[], None]) -> Settle:
         """Deliver ``ids``; how to settle their message: ``ACK``, ``NACK`` or ``CRASHED``."""

@@ -3,12 +3,10 @@
 One slot is one notification being claimed, pushed or written. A message takes one slot per
 id before it claims anything. The transactional lane goes first: its waiters are served
 before any bulk waiter, and it may take every slot. Bulk work never takes the last
-``reserve`` slots, so a login code finds a slot at once however deep the campaign; within
-the rest, bulk work holds at most what its :class:`~workers.bulk_limit.AdaptiveLimit`
-allows at the moment (but always one message, so it never stalls). Bulk waiters are served
-one app at a time in turn (round-robin by message), so one app's campaign cannot starve
-another app's bulk work. How many bulk messages of one app wait here at all is bounded by
-the consumer's prefetch on that app's queue.
+``reserve`` slots, so a login code finds a slot at once however deep the campaign; and bulk
+waiters are served one app at a time in turn (round-robin by message), so one app's
+campaign cannot starve another app's bulk work. How many bulk messages of one app wait here
+at all is bounded by the consumer's prefetch on that app's queue.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from notifier.models import Lane
-from workers.bulk_limit import AdaptiveLimit
 
 
 @dataclass(eq=False, slots=True)
@@ -36,10 +33,9 @@ class _Waiter:
 class LaneSlots:
     """``capacity`` slots; bulk holders together never take more than ``capacity - reserve``."""
 
-    def __init__(self, capacity: int, reserve: int, adaptive: AdaptiveLimit | None = None) -> None:
+    def __init__(self, capacity: int, reserve: int) -> None:
         self.capacity = max(1, capacity)
         self.reserve = max(0, min(reserve, self.capacity - 1))
-        self.adaptive = adaptive
         self.free = self.capacity
         self.in_use = {lane: 0 for lane in Lane}
         self._transactional: deque[_Waiter] = deque()
@@ -47,12 +43,10 @@ class LaneSlots:
 
     @property
     def bulk_limit(self) -> int:
-        """The most slots bulk work may hold now."""
-        fixed = self.capacity - self.reserve
-        return fixed if self.adaptive is None else min(fixed, self.adaptive.limit)
+        return self.capacity - self.reserve
 
     def limit(self, lane: Lane) -> int:
-        """The most slots ``lane`` may hold now: a bigger message is delivered in parts."""
+        """The most slots ``lane`` may hold: a bigger message is delivered in parts."""
         return self.capacity if lane is Lane.TRANSACTIONAL else self.bulk_limit
 
     @property
@@ -63,10 +57,8 @@ class LaneSlots:
 
     @asynccontextmanager
     async def hold(self, n: int, lane: Lane, app: str = "") -> AsyncIterator[Held]:
-        """Take ``n`` slots (at most the lane's fixed share: the caller sizes its parts by
-        :meth:`limit`); the holder may give them back one by one."""
-        most = self.capacity if lane is Lane.TRANSACTIONAL else self.capacity - self.reserve
-        n = max(1, min(n, most))
+        """Take ``n`` slots (at most :meth:`limit`); the holder may give them back one by one."""
+        n = max(1, min(n, self.limit(lane)))
         await self._acquire(_Waiter(n, lane, app))
         held = Held(self, n, lane)
         try:
@@ -77,10 +69,7 @@ class LaneSlots:
     def _fits(self, w: _Waiter) -> bool:
         if w.n > self.free:
             return False
-        if w.lane is Lane.TRANSACTIONAL:
-            return True
-        bulk = self.in_use[Lane.BULK]
-        return bulk == 0 or bulk + w.n <= self.bulk_limit  # one message always may go
+        return w.lane is Lane.TRANSACTIONAL or self.in_use[Lane.BULK] + w.n <= self.bulk_limit
 
     def _take(self, w: _Waiter) -> None:
         self.free -= w.n

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 from notifier.models import Lane
-from workers.bulk_limit import AdaptiveLimit
 from workers.slots import Held, LaneSlots
 
 T, B = Lane.TRANSACTIONAL, Lane.BULK
@@ -135,21 +134,3 @@ async def test_a_cancelled_waiter_leaves_no_trace_and_lets_the_next_one_in() -> 
     finally:
         await taker.close()
     assert slots.free == 3
-
-
-async def test_bulk_holds_what_its_adaptive_limit_allows_but_always_one_message() -> None:
-    limit = AdaptiveLimit(maximum=20, minimum=4)
-    slots = LaneSlots(capacity=32, reserve=8, adaptive=limit)
-    assert slots.limit(B) == 4  # it starts low
-    taker = Taker(slots)
-    try:
-        taker.take("big", 10, B, "a")  # over the limit, but no bulk is in flight: it goes
-        taker.take("next", 1, B, "a")
-        await settle()
-        assert taker.order == ["big"]
-        limit.limit = 11
-        taker.release("big")
-        await settle()
-        assert taker.order == ["big", "next"]
-    finally:
-        await taker.close()
