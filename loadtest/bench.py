@@ -16,6 +16,8 @@ import math
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from loadtest.driver import (
 )
 from loadtest.resources import ResourceSampler, service_ports
 from notifier.apikeys import create_key
-from notifier.settings import load_settings
+from notifier.settings import Settings, load_settings
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
 from notifier_tools.procs import check_health
@@ -236,22 +238,36 @@ def _progress() -> Progress:
     return Progress(*columns, TimeElapsedColumn(), console=console)
 
 
-async def run_bench(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
+async def prepare(
+    args: argparse.Namespace, config: StackConfig
+) -> tuple[StackConfig, Settings, str]:
+    """The stack scaled to ``--workers``, its settings, and a name for this run's apps."""
     if args.workers is not None and args.workers != config.workers:
         config = await asyncio.to_thread(scale_workers, config, args.workers, console.print)
     settings = load_settings({}, store_url=config.store_url, amqp_url=config.amqp_url)
-    app = f"bench-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    return config, settings, f"bench-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@asynccontextmanager
+async def clients(
+    config: StackConfig,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, EmulatorControl, ResourceSampler]]:
+    """An HTTP session for the API, the emulator's control client, and a CPU sampler."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+        EmulatorControl(config.emulator_url, config.ca_file, timeout=60) as control,
+    ):
+        ports = service_ports(config.amqp_url, config.store_url)
+        yield session, control, ResourceSampler(config.pids_dir, ports)
+
+
+async def run_bench(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
+    config, settings, app = await prepare(args, config)
     key = await create_key(settings, app)
     store = await open_store(settings, setup=False)
     payloads = make_payloads(args.notifications)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
-            EmulatorControl(config.emulator_url, config.ca_file, timeout=60) as control,
-        ):
-            sampler = ResourceSampler(
-                config.pids_dir, service_ports(config.amqp_url, config.store_url)
-            )
+        async with clients(config) as (session, control, sampler):
             with _progress() as progress:
                 run = _Run(args, config, app, store, session, control, progress, sampler)
                 stats = await run.submit(key, payloads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +31,8 @@ from loadtest.bench import (
     _progress,
     _store_counts,
     _submit_figures,
-    console,
+    clients,
+    prepare,
 )
 from loadtest.driver import KillLog, SubmitStats, Submitter, kill_workers, make_payloads, open_count
 from loadtest.lanes import (
@@ -42,14 +42,12 @@ from loadtest.lanes import (
     p99_met,
     subtract_counts,
 )
-from loadtest.resources import ResourceSampler, service_ports
+from loadtest.resources import ResourceSampler
 from notifier.apikeys import create_key
 from notifier.models import Lane
-from notifier.settings import load_settings
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
 from notifier_tools.stack.components import StackConfig
-from notifier_tools.stack.lifecycle import scale_workers
 from notifier_tools.stack.processes import StackError
 
 
@@ -194,21 +192,12 @@ class _LanesRun:
 
 
 async def run_lanes(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
-    if args.workers is not None and args.workers != config.workers:
-        config = await asyncio.to_thread(scale_workers, config, args.workers, console.print)
-    settings = load_settings({}, store_url=config.store_url, amqp_url=config.amqp_url)
-    stamp = f"bench-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    config, settings, stamp = await prepare(args, config)
     apps = (f"{stamp}-a", f"{stamp}-b")
     keys = (await create_key(settings, apps[0]), await create_key(settings, apps[1]))
     store = await open_store(settings, setup=False)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
-            EmulatorControl(config.emulator_url, config.ca_file, timeout=60) as control,
-        ):
-            sampler = ResourceSampler(
-                config.pids_dir, service_ports(config.amqp_url, config.store_url)
-            )
+        async with clients(config) as (session, control, sampler):
             with _progress() as progress:
                 run = _LanesRun(args, config, apps, store, session, control, progress, sampler)
                 streams = await run.submit(keys)
