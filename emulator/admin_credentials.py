@@ -99,6 +99,8 @@ def _add_fcm(registry: CredentialRegistry, body: dict[str, Any]) -> Response:
     registry.add_fcm_account(
         project_id, info["client_email"], info["private_key_id"], key.public_key()
     )
+    entry = {"provider": "fcm", "project_id": project_id, "client_email": info["client_email"]}
+    registry.save({**entry, "key_id": info["private_key_id"]}, key.public_key())
     return _json(200, info)
 
 
@@ -118,6 +120,8 @@ def _add_apns(registry: CredentialRegistry, body: dict[str, Any]) -> Response:
         return _json(409, {"error": f"APNs key id {key_id} is already registered"})
     private, pem = new_apns_key()
     registry.add_apns_key(team_id, key_id, private.public_key(), set(topics))
+    entry = {"provider": "apns", "team_id": team_id, "key_id": key_id, "topics": topics}
+    registry.save(entry, private.public_key())
     return _json(200, {"team_id": team_id, "key_id": key_id, "topics": topics, "key_pem": pem})
 
 

@@ -1,11 +1,14 @@
 """The APNs stand-in: ``POST /3/device/{token}`` over HTTP/2, strict like Apple.
 
 Checks, in order: HTTP/2, method, path and token (hex, 64..200 digits), provider JWT
-(ES256, ``kid`` = key id, ``iss`` = team id, ``iat`` under 1 h old), ``apns-topic``,
+(ES256, ``kid`` = a registered key id, ``iss`` = that key's team id, ``iat`` under 1 h old,
+key not revoked), ``apns-topic`` (one of the key's topics; another key's topic is
+TopicDisallowed, an unknown one BadTopic),
 ``apns-push-type`` (alert | background), ``apns-priority`` (10 | 5 | 1; background needs
 5), ``apns-id`` (UUID, echoed), ``apns-expiration``, ``apns-collapse-id`` (<= 64 bytes),
 then the payload (JSON object with ``aps``, <= 4096 bytes; background needs
-``content-available: 1``). Then the token's injected fault, if any, and the count.
+``content-available: 1``). Then the key's fault, else the device token's, if any, and the
+count (under the key's ``TEAM/KEY`` too).
 Token, collapse id and payload limit are the project's APNs rules
 (``notifier.providers.spec.APNS``), the table the API validates with.
 Answers follow PROTOCOLS.md sections 2.4-2.5: 200 with ``apns-id``, else ``{"reason"}``.

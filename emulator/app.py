@@ -11,7 +11,7 @@ from typing import Any
 from emulator import admin
 from emulator.apns import PREFIX as APNS_PREFIX
 from emulator.apns import ApnsService
-from emulator.credentials import CredentialRegistry
+from emulator.credentials import CREDENTIALS_FILE, CredentialRegistry
 from emulator.fcm import FcmService
 from emulator.keys import KeySet
 from emulator.state import EmulatorState
@@ -26,7 +26,8 @@ class EmulatorApp:
         self.keys = keys
         self.state = state
         # the keys directory's credentials are the defaults; more come via the control API
-        self.credentials = CredentialRegistry(keys.fcm_token_uri)
+        saved = keys.directory / CREDENTIALS_FILE
+        self.credentials = CredentialRegistry(keys.fcm_token_uri, saved)
         self.credentials.add_fcm_account(
             keys.fcm_project_id,
             keys.fcm_client_email,
@@ -36,6 +37,7 @@ class EmulatorApp:
         self.credentials.add_apns_key(
             keys.apns_team_id, keys.apns_key_id, keys.apns_public_key(), {keys.apns_topic}
         )
+        self.credentials.load()  # those added by earlier runs, which workers may still hold
         self.apns = ApnsService(state, self.credentials)
         self.fcm = FcmService(state, self.credentials)
 

@@ -19,15 +19,22 @@ Faults are per credential, not per device token:
 
 Counts (accepted, rejected, token requests) are per FCM project and per APNs
 ``TEAM/KEY``; they are what proves each push arrived under its own app's credential.
+
+Credentials added through the control API are remembered (public halves only) in
+``credentials.jsonl`` of the keys directory, so a restarted emulator still accepts the
+ones workers hold; faults and counts are not kept.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from emulator.auth import AssertionVerifier, ProviderTokenVerifier
@@ -35,6 +42,7 @@ from emulator.state import Fault
 
 PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 APPLE_ID = re.compile(r"[A-Za-z0-9]{1,32}")  # team and key ids: 10 upper-case chars at Apple
+CREDENTIALS_FILE = "credentials.jsonl"  # in the keys directory
 _CACHE_LIMIT = 10_000
 
 
@@ -107,11 +115,18 @@ class ApnsKey(Faulted):
         return f"{self.team_id}/{self.key_id}"
 
 
+def _public_pem(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
 class CredentialRegistry:
     """Every service account and APNs key the emulator knows; the first ones are defaults."""
 
-    def __init__(self, token_uri: str) -> None:
+    def __init__(self, token_uri: str, saved: Path | None = None) -> None:
         self.token_uri = token_uri
+        self._saved = saved  # where added credentials are remembered (JSON lines)
         self.projects: dict[str, FcmProject] = {}
         self.accounts: dict[str, FcmAccount] = {}  # by private_key_id
         self.apns_keys: dict[str, ApnsKey] = {}  # by key id (unique at Apple)
@@ -146,6 +161,39 @@ class CredentialRegistry:
         )
         self.apns_keys[key_id] = key
         return key
+
+    # remembering ------------------------------------------------------------------------
+
+    def save(
+        self, entry: dict[str, Any], public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    ) -> None:
+        """Remember a credential added at run time (its public key only)."""
+        if self._saved is not None:
+            with self._saved.open("a") as f:
+                f.write(json.dumps({**entry, "public_key": _public_pem(public_key)}) + "\n")
+
+    def load(self) -> int:
+        """Register every credential remembered by an earlier run; returns how many."""
+        if self._saved is None or not self._saved.is_file():
+            return 0
+        lines = self._saved.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                self._load_one(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{self._saved}: line {number} is not a credential") from exc
+        return len(lines)
+
+    def _load_one(self, entry: dict[str, Any]) -> None:
+        public_key = serialization.load_pem_public_key(entry["public_key"].encode())
+        if entry["provider"] == "fcm" and isinstance(public_key, rsa.RSAPublicKey):
+            email, key_id = entry["client_email"], entry["key_id"]
+            self.add_fcm_account(entry["project_id"], email, key_id, public_key)
+        elif entry["provider"] == "apns" and isinstance(public_key, ec.EllipticCurvePublicKey):
+            topics = set(entry["topics"])
+            self.add_apns_key(entry["team_id"], entry["key_id"], public_key, topics)
+        else:
+            raise ValueError("unknown provider or key type")
 
     # lookups -----------------------------------------------------------------------------
 

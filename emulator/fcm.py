@@ -6,6 +6,12 @@ or cloud-platform scope, iat/exp within an hour) and answers ``{access_token, ex
 token_type}``. ``POST /v1/projects/{project}/messages:send`` needs such a token (else 401
 UNAUTHENTICATED without details) and a message per PROTOCOLS.md 1.3; errors use the
 google.rpc shape with ``FcmError`` / ``BadRequest`` details (PROTOCOLS.md 1.4, 1.5, 6).
+
+Every service account of :class:`~emulator.credentials.CredentialRegistry` is served: the
+assertion's ``kid`` picks the account, the access token is bound to it, and a send to
+another project's URL is 403 PERMISSION_DENIED ("Permission 'cloudmessaging.messages.create'
+denied on resource ..."), what Google answers a credential of the wrong project. Then the
+project's fault (429, error), the device token's fault, and the count under the project.
 """
 
 from __future__ import annotations

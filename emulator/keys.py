@@ -13,6 +13,7 @@ these keys, exactly as Apple and Google would with theirs:
 ``apns.json``               ``key_id``, ``team_id`` and ``topic`` of that key
 ``fcm-service-account.json`` Google service-account JSON; ``token_uri`` is the emulator's
 ``notifier.env``            the ``NOTIFIER_*`` lines: ``set -a; . DIR/notifier.env``
+``credentials.jsonl``       public halves of credentials added through the control API
 ==========================  ========================================================
 
 The public URL (``--public-url``) is what clients dial: ``notifier.env`` and ``token_uri``

@@ -21,7 +21,7 @@ import httpx
 import jwt
 import pytest
 
-from emulator.testing import EmulatorHandle
+from emulator.testing import EmulatorHandle, run_emulator
 from notifier.models import Platform, Target
 from notifier.providers.apns import ApnsProvider, ProviderToken
 from notifier.providers.base import PushOutcome, PushResult
@@ -445,3 +445,33 @@ async def test_handle_writes_credential_files_the_product_loads(emu, tmp_path) -
     finally:
         await fcm.close()
         await apns.close()
+
+
+async def test_added_credentials_survive_a_restart(tmp_path) -> None:
+    async with run_emulator(tmp_path) as first:
+        info = await first.control.add_fcm_project("survivor")
+        key = await first.control.add_apns_key(topics=["com.example.survivor"])
+    async with run_emulator(tmp_path) as second:
+        info["token_uri"] = f"{second.endpoint}/token"  # a new free port; same keys
+        providers = ((_fcm(second, info), Platform.FCM), (_apns(second, key), Platform.APNS))
+        try:
+            for provider, platform in providers:
+                _, result = await _send_once(provider, platform)
+                assert result.sent, result
+        finally:
+            for provider, _ in providers:
+                await provider.close()
+        listed = await second.control.credentials()
+        assert [a["project_id"] for a in listed["fcm"]][-1] == "survivor"
+
+
+def test_a_corrupt_credentials_file_stops_the_start_with_one_line(tmp_path, capsys) -> None:
+    from emulator import main as emulator_main
+    from emulator.testing import free_port
+
+    (tmp_path / "credentials.jsonl").write_text('{"provider": "fcm"}\n')
+    port = free_port("127.0.0.1")
+    assert emulator_main(["--keys", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("credentials.jsonl: line 1 is not a credential"), err
+    assert len(err.splitlines()) == 1
