@@ -143,7 +143,7 @@ class ApnsService:
         state.accept("apns", apns_id.lower(), now(), key.name)
         key.counts.accepted += 1
         if state.recent.maxlen:
-            state.recent.append({**_record(token, headers, body), "credential": key.name})
+            state.recent.append(_record(token, headers, body, key.name))
         return 200, [("apns-id", apns_id)], b""
 
     def _validate(
@@ -204,7 +204,7 @@ _RECORDED_HEADERS = (
 )
 
 
-def _record(token: str, headers: Headers, body: bytes) -> dict[str, Any]:
+def _record(token: str, headers: Headers, body: bytes, credential: str) -> dict[str, Any]:
     """An accepted push as the control API shows it (no authorization header).
 
     The payload stays raw bytes here; the control API decodes it when asked.
@@ -215,4 +215,5 @@ def _record(token: str, headers: Headers, body: bytes) -> dict[str, Any]:
         "headers": {name: value for name in _RECORDED_HEADERS if (value := headers.get(name))},
         "payload": body,
         "received_at": now(),
+        "credential": credential,
     }

@@ -199,7 +199,8 @@ class FcmService:
             project.counts.accepted += 1
             if state.recent.maxlen:
                 record = {"platform": "fcm", "message": message, "received_at": now()}
-                state.recent.append({**record, "credential": project.project_id})
+                record["credential"] = project.project_id
+                state.recent.append(record)
         name = f"projects/{project.project_id}/messages/{message_id}"
         return 200, [_JSON], orjson.dumps({"name": name})
 
