@@ -2,7 +2,8 @@
 
 Checks, in order: HTTP/2, method, path and token (hex, 64..200 digits), provider JWT
 (ES256, ``kid`` = a registered key id, ``iss`` = that key's team id, ``iat`` under 1 h old,
-key not revoked), ``apns-topic`` (one of the key's topics; another key's topic is
+key not revoked, the same key as the connection's first push, else UnrelatedKeyIdInToken),
+``apns-topic`` (one of the key's topics; another key's topic is
 TopicDisallowed, an unknown one BadTopic),
 ``apns-push-type`` (alert | background), ``apns-priority`` (10 | 5 | 1; background needs
 5), ``apns-id`` (UUID, echoed), ``apns-expiration``, ``apns-collapse-id`` (<= 64 bytes),
@@ -122,7 +123,7 @@ class ApnsService:
     ) -> Response:
         state = self._state
         key = self._registry.apns_key_for(headers.get("authorization"))
-        response = self._validate(method, path, http_version, headers, body, key)
+        response = self._validate(method, path, http_version, headers, body, key, client)
         if response is not None:
             state.reject("apns")
             if key is not None:
@@ -154,6 +155,7 @@ class ApnsService:
         headers: Headers,
         body: bytes,
         key: ApnsKey | None,
+        client: str,
     ) -> Response | None:
         if http_version != "2":
             return _error(505, "HTTP2Required")
@@ -169,6 +171,8 @@ class ApnsService:
         if auth_reason is not None:
             return _error(403, auth_reason, apns_id)
         assert key is not None
+        if not self._registry.bind_connection(client, key, now()):
+            return _error(403, "UnrelatedKeyIdInToken", apns_id)
         reason = _check_topic(headers, key, self._registry) or _check_headers(headers)
         if reason is not None:
             return _error(400, reason, apns_id)

@@ -44,6 +44,9 @@ PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 APPLE_ID = re.compile(r"[A-Za-z0-9]{1,32}")  # team and key ids: 10 upper-case chars at Apple
 CREDENTIALS_FILE = "credentials.jsonl"  # in the keys directory
 _CACHE_LIMIT = 10_000
+# A connection's binding to its first key lapses after this long unused: the emulator
+# cannot see connections close, and a later connection may reuse the client's address.
+CONNECTION_BINDING_IDLE = 10.0
 
 
 @dataclass(slots=True)
@@ -132,6 +135,7 @@ class CredentialRegistry:
         self.apns_keys: dict[str, ApnsKey] = {}  # by key id (unique at Apple)
         self._default_account: FcmAccount | None = None
         self._jwt_keys: dict[str, ApnsKey | None] = {}  # provider JWT -> its key
+        self._connections: dict[str, tuple[str, float]] = {}  # client -> (key id, last use)
 
     # registering -----------------------------------------------------------------------
 
@@ -223,6 +227,21 @@ class CredentialRegistry:
             self._jwt_keys.clear()
         self._jwt_keys[token] = key
         return key
+
+    def bind_connection(self, client: str, key: ApnsKey, now: float) -> bool:
+        """APNs binds a connection to the key of its first push: False for another key
+        (403 UnrelatedKeyIdInToken), so one connection can't mix teams or keys."""
+        bound = self._connections.get(client)
+        if (
+            bound is not None
+            and bound[0] != key.key_id
+            and now - bound[1] < CONNECTION_BINDING_IDLE
+        ):
+            return False
+        if len(self._connections) >= _CACHE_LIMIT:
+            self._connections.clear()  # forgetting a binding only makes the check lenient
+        self._connections[client] = (key.key_id, now)
+        return True
 
     def topic_owned_elsewhere(self, topic: str) -> bool:
         """Whether some registered key may push to ``topic`` (another team's app)."""

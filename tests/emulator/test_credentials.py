@@ -47,12 +47,15 @@ async def emu(emulator: EmulatorHandle) -> AsyncIterator[EmulatorHandle]:
     await emulator.control.reset()
 
 
+def _client(emu: EmulatorHandle) -> httpx.AsyncClient:
+    """One HTTP/2 connection (httpx multiplexes sequential requests on it)."""
+    context = ssl.create_default_context(cafile=str(emu.ca_file))
+    return httpx.AsyncClient(base_url=emu.endpoint, http2=True, verify=context, trust_env=False)
+
+
 @pytest.fixture
 async def client(emu: EmulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
-    context = ssl.create_default_context(cafile=str(emu.ca_file))
-    async with httpx.AsyncClient(
-        base_url=emu.endpoint, http2=True, verify=context, trust_env=False
-    ) as c:
+    async with _client(emu) as c:
         yield c
 
 
@@ -338,23 +341,38 @@ async def test_revoked_apns_key_is_invalid_provider_token_and_a_new_key_heals(em
     assert delivery["credential"] == f"{victim['team_id']}/{replacement['key_id']}"
 
 
-async def test_apns_key_throttled_then_healed(client, emu) -> None:
+async def test_apns_key_throttled_then_healed(emu) -> None:
     key = await emu.control.add_apns_key()
     other = await emu.control.add_apns_key()
     await emu.control.throttle_apns(key["key_id"], retry_after=7)
     topic = key["topics"][0]
-    answer = await _push(
-        client, _provider_jwt(key["key_pem"], key["key_id"], key["team_id"]), topic
-    )
-    assert (answer.status_code, answer.json()["reason"]) == (429, "TooManyRequests")
-    assert answer.headers["retry-after"] == "7"
-    bearer = _provider_jwt(other["key_pem"], other["key_id"], other["team_id"])
-    assert (await _push(client, bearer, topic)).status_code == 200
-    await emu.control.fail_apns(key["key_id"], 403, "Forbidden", count=1)
     bearer = _provider_jwt(key["key_pem"], key["key_id"], key["team_id"])
-    answer = await _push(client, bearer, topic)
-    assert (answer.status_code, answer.json()["reason"]) == (403, "Forbidden")
-    assert (await _push(client, bearer, topic)).status_code == 200  # the count ran out
+    async with _client(emu) as client:  # a connection per key, as APNs requires
+        answer = await _push(client, bearer, topic)
+        assert (answer.status_code, answer.json()["reason"]) == (429, "TooManyRequests")
+        assert answer.headers["retry-after"] == "7"
+        await emu.control.fail_apns(key["key_id"], 403, "Forbidden", count=1)
+        answer = await _push(client, bearer, topic)
+        assert (answer.status_code, answer.json()["reason"]) == (403, "Forbidden")
+        assert (await _push(client, bearer, topic)).status_code == 200  # the count ran out
+    async with _client(emu) as client:
+        other_bearer = _provider_jwt(other["key_pem"], other["key_id"], other["team_id"])
+        assert (await _push(client, other_bearer, topic)).status_code == 200
+
+
+async def test_a_connection_is_bound_to_the_key_of_its_first_push(emu) -> None:
+    a = await emu.control.add_apns_key()
+    b = await emu.control.add_apns_key()
+    topic = a["topics"][0]
+    bearer_a = _provider_jwt(a["key_pem"], a["key_id"], a["team_id"])
+    bearer_b = _provider_jwt(b["key_pem"], b["key_id"], b["team_id"])
+    async with _client(emu) as client:
+        assert (await _push(client, bearer_a, topic)).status_code == 200
+        answer = await _push(client, bearer_b, topic)
+        assert (answer.status_code, answer.json()["reason"]) == (403, "UnrelatedKeyIdInToken")
+        assert (await _push(client, bearer_a, topic)).status_code == 200
+    async with _client(emu) as client:  # a new connection for key b
+        assert (await _push(client, bearer_b, topic)).status_code == 200
 
 
 async def test_reset_clears_credential_faults_and_counts_but_keeps_credentials(client, emu) -> None:
