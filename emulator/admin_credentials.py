@@ -197,7 +197,9 @@ def is_credential_route(route: str) -> bool:
 def handle(registry: CredentialRegistry, method: str, route: str, raw: bytes) -> Response:
     """Serve one credential route (``route`` is the path after ``/_emulator/``)."""
     parts = route.split("/")
-    if route == "credentials" and method == "GET":
+    if route == "credentials":
+        if method != "GET":
+            return _json(405, {"error": "method not allowed"})
         return _json(200, registry.describe())
     if (
         len(parts) == 4

@@ -415,6 +415,8 @@ async def test_default_credentials_are_counted_too(client, emu) -> None:
         ("POST", "apns/keys", {"key_id": "bad id!"}, 400),
         ("POST", "apns/keys", {"topics": []}, 400),
         ("GET", "fcm/projects", None, 405),
+        ("POST", "credentials", {}, 405),
+        ("PUT", "apns/keys/NOSUCHKEY/faults", {}, 405),
     ],
 )
 async def test_credential_routes_reject_garbage(client, emu, method, route, body, status) -> None:
