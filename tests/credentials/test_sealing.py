@@ -58,3 +58,20 @@ def test_the_key_id_reveals_nothing_of_the_key() -> None:
     assert len(key_id(key)) == 8
     assert key_id(key) not in key.hex() and key_id(key) != key_id(parse_key(new_key()))
     assert key.hex() not in repr(Keyring(key))
+
+
+def test_the_settings_hold_the_key_unseen_and_refuse_a_bad_one() -> None:
+    from notifier.settings import SettingsError, load_settings
+
+    key = new_key()
+    settings = load_settings({"NOTIFIER_SECRETS_KEY": key})
+    assert settings.secrets_key is not None and settings.secrets_key.get_secret_value() == key
+    assert key not in repr(settings) and key not in settings.model_dump_json()
+    bad = key[:-4]
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"NOTIFIER_SECRETS_KEY": bad})
+    assert str(caught.value).startswith("NOTIFIER_SECRETS_KEY: ") and bad not in str(caught.value)
+    with pytest.raises(SettingsError, match="^NOTIFIER_SECRETS_KEY_PREVIOUS: "):
+        load_settings({"NOTIFIER_SECRETS_KEY": key, "NOTIFIER_SECRETS_KEY_PREVIOUS": "x"})
+    with pytest.raises(SettingsError, match="^NOTIFIER_SECRETS_KEY: is required"):
+        load_settings({"NOTIFIER_SECRETS_KEY_PREVIOUS": key})
