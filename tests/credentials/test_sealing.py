@@ -71,7 +71,7 @@ def test_the_settings_hold_the_key_unseen_and_refuse_a_bad_one() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"NOTIFIER_SECRETS_KEY": bad})
     assert str(caught.value).startswith("NOTIFIER_SECRETS_KEY: ") and bad not in str(caught.value)
-    with pytest.raises(SettingsError, match="^NOTIFIER_SECRETS_KEY_PREVIOUS: "):
+    with pytest.raises(SettingsError, match=r"^NOTIFIER_SECRETS_KEY_PREVIOUS: "):
         load_settings({"NOTIFIER_SECRETS_KEY": key, "NOTIFIER_SECRETS_KEY_PREVIOUS": "x"})
-    with pytest.raises(SettingsError, match="^NOTIFIER_SECRETS_KEY: is required"):
+    with pytest.raises(SettingsError, match=r"^NOTIFIER_SECRETS_KEY: is required"):
         load_settings({"NOTIFIER_SECRETS_KEY_PREVIOUS": key})
