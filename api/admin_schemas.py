@@ -20,8 +20,8 @@ from notifier.credentials.model import (
     TOPIC_PATTERN,
 )
 
-# An app name in a path: what `apikey create --app` takes (1..200 characters, no control
-# character) less "/", which cannot be one path segment.
+# An app name in a path: notifier.credentials.vault.APP_NAME_PATTERN (1..200 characters, no
+# control character) less "/", which cannot be one path segment.
 APP_PATH_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/]{1,200}$"
 _NON_EMPTY = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*\S[^\x00]*$")]
 _EXACT = ConfigDict(extra="forbid")

@@ -8,7 +8,6 @@ that breaks a rule, or a key that does not load, is 422 naming the field; nothin
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
 from aiohttp import web
@@ -25,22 +24,20 @@ from notifier.credentials.model import (
     FcmCredential,
     Provider,
 )
-from notifier.credentials.vault import CredentialInfo, describe, set_credential
+from notifier.credentials.vault import CredentialInfo, check_app, describe, set_credential
 from notifier.models import utcnow
 from notifier.web import json_response
 
-_APP = re.compile(admin.APP_PATH_PATTERN)
 # Where a key that does not load is reported, per provider.
 _KEY_POINTER = {Provider.FCM: ["service_account"], Provider.APNS: []}
 
 
 def _app(request: web.Request) -> str:
-    app = request.match_info["app"]
-    if not _APP.fullmatch(app):
-        raise unprocessable(
-            [field_error(["path", "app"], "1..200 characters, no control character or /")]
-        )
-    return app
+    """The path's app name (a "/" in it never routes here); 422 if it breaks the rule."""
+    try:
+        return check_app(request.match_info["app"])
+    except CredentialError as exc:
+        raise unprocessable([field_error(["path", "app"], exc.message)]) from None
 
 
 def _answer(info: CredentialInfo, status: int = 200) -> web.Response:

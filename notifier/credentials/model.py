@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -62,7 +63,7 @@ def _load_private_key(pem: str, field: str) -> Any:
     except (ValueError, TypeError, UnicodeError):
         # cryptography's messages do not quote the key, but ours is the one shown anyway
         raise CredentialError(field, "not an unencrypted PEM private key") from None
-    except Exception:  # UnsupportedAlgorithm and friends: still only a bad key
+    except UnsupportedAlgorithm:
         raise CredentialError(field, "not a PEM private key of a supported type") from None
 
 

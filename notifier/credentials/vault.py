@@ -10,6 +10,7 @@ credentials (decrypted) when a client is first needed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,8 @@ POLL_SECONDS = 5.0
 # is still seen. Versions tell a re-read from a change.
 POLL_OVERLAP_SECONDS = 30.0
 MAX_APP_CHARS = 200
+APP_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
+_APP_NAME = re.compile(APP_NAME_PATTERN)
 _ROTATE_ATTEMPTS = 5
 
 
@@ -58,10 +61,19 @@ def keyring_from(settings: Settings) -> Keyring:
 
 
 def check_app(app: str) -> str:
-    """The app name, as API keys take it; :class:`CredentialError` otherwise."""
-    if not isinstance(app, str) or not 1 <= len(app) <= MAX_APP_CHARS or not app.isprintable():
-        raise CredentialError("app", f"must be 1..{MAX_APP_CHARS} printable characters")
+    """The app name: 1..200 characters, no control character (every name ``apikey create``
+    takes); :class:`CredentialError` otherwise. The admin API's path rule is this one."""
+    if not isinstance(app, str) or not _APP_NAME.fullmatch(app) or not _utf8(app):
+        raise CredentialError("app", f"must be 1..{MAX_APP_CHARS} characters, no control character")
     return app
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no store keeps it
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

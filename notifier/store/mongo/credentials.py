@@ -22,7 +22,12 @@ from notifier.models import as_utc
 from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, StoredCredential, is_api_key_id
 from notifier.store.mongo.client import Document, mapped
 
-CREDENTIAL_INDEXES = [IndexModel([("updated_at", ASCENDING)], name="credentials_updated_at")]
+CREDENTIAL_INDEXES = [
+    # the workers' change poll (credentials_changed_since)
+    IndexModel([("updated_at", ASCENDING)], name="credentials_updated_at"),
+    # an app's credentials (the _id index covers the whole {app, provider} only)
+    IndexModel([("_id.app", ASCENDING)], name="credentials_app"),
+]
 _PUT_RETRIES = 3  # two first puts of one credential race on the upsert: the loser retries
 
 
