@@ -112,7 +112,12 @@ class ProviderRegistry:
 
     async def __aenter__(self) -> ProviderRegistry:
         if self._keyring is not None and self._store is not None:
-            self._watch_task = asyncio.create_task(self._watch(), name="credential-watch")
+            watch = CredentialWatch(self._store)
+            try:  # the first poll lists every stored credential: nothing loaded to drop yet
+                await watch.poll()
+            except StoreUnavailable as exc:  # then the loop's first poll is the baseline
+                log.warning("credential_watch_failed", error=type(exc).__name__)
+            self._watch_task = asyncio.create_task(self._watch(watch), name="credential-watch")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -255,10 +260,9 @@ class ProviderRegistry:
 
     # -- changes and lifetimes ---------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        assert self._store is not None
-        watch = CredentialWatch(self._store)
+    async def _watch(self, watch: CredentialWatch) -> None:
         while True:
+            await asyncio.sleep(POLL_SECONDS)
             try:
                 for change in await watch.poll():
                     self.forget(change.app)
@@ -266,7 +270,6 @@ class ProviderRegistry:
                 log.warning("credential_watch_failed", error=type(exc).__name__)
             except Exception:  # a store hiccup must not end the watch: log, poll again
                 log.exception("credential_watch_failed")
-            await asyncio.sleep(POLL_SECONDS)
 
     def forget(self, app: str) -> None:
         """Drop the app's clients: its next push loads its credentials anew. In-flight
@@ -288,6 +291,11 @@ class ProviderRegistry:
         task = asyncio.get_running_loop().create_task(client.provider.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def inflight(self, app: str, platform: Platform) -> int:
+        """Pushes in flight on the client that serves ``app`` now (0 when none is loaded)."""
+        client = self._clients.get((app, platform))
+        return 0 if client is None else client.inflight
 
     def health(self) -> list[dict[str, Any]]:
         """Every client's health in this worker (``/stats``)."""
