@@ -7,10 +7,12 @@ clients map FCM 401/403, ``THIRD_PARTY_AUTH_ERROR``, an OAuth2 token refusal, an
 every other is held without a request (:data:`HELD`). Any answer that shows the provider
 took the credential (sent, a dead token, a refused payload) heals it.
 
-Pure but for the two gauges: the clock is passed in.
+Clocks: ``time.monotonic`` for probes, ``time.time`` for the last success.
 """
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import Gauge
 
@@ -58,25 +60,27 @@ class CredentialHealth:
     def healthy(self) -> bool:
         return self._next_probe is None
 
-    def admit(self, now: float) -> bool:
+    def admit(self) -> bool:
         """May a push go out now: yes while healthy; else only one per probe interval."""
         next_probe = self._next_probe
         if next_probe is None:
             return True
+        now = time.monotonic()
         if now < next_probe:
             return False
         self._next_probe = now + self._probe_seconds
         return True
 
-    def record(self, result: PushResult, now: float, wall: float) -> None:
-        """Update from one answer (``now``: the monotonic clock, ``wall``: Unix time)."""
-        sent = result.outcome is PushOutcome.SENT
-        if sent and wall - self._last_success >= _SUCCESS_RESOLUTION_SECONDS:
-            self._last_success = wall
-            self._success_gauge.set(wall)
+    def record(self, result: PushResult) -> None:
+        """Update from one answer."""
+        if result.outcome is PushOutcome.SENT:
+            wall = time.time()
+            if wall - self._last_success >= _SUCCESS_RESOLUTION_SECONDS:
+                self._last_success = wall
+                self._success_gauge.set(wall)
         if blames_credential(result):
             if self._next_probe is None:
-                self._next_probe = now + self._probe_seconds
+                self._next_probe = time.monotonic() + self._probe_seconds
                 self._healthy.set(0)
         elif self._next_probe is not None and provider_took_credential(result):
             self._next_probe = None

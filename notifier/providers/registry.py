@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -66,6 +65,10 @@ class CredentialClient:
         self.inflight = 0
         self.retired = False  # replaced or evicted: close once ``inflight`` reaches 0
         self.shared = app == DEFAULT_APP  # the default serves many apps: never evicted
+
+
+# a (app, platform) not in the map yet (None in it: no client for that platform at all)
+_UNLOADED = CredentialClient.__new__(CredentialClient)
 
 
 def _no_provider(platform: Platform) -> PushResult:
@@ -127,25 +130,25 @@ class ProviderRegistry:
 
     async def send(self, notification: Notification) -> PushResult:
         """Push with the notification's app credential (or the default)."""
-        key = (notification.app, notification.target.platform)
-        try:
-            client = self._clients[key]
-            self._clients.move_to_end(key)
-        except KeyError:
-            if self._keyring is None:
-                client = self._defaults.get(key[1])
-            else:
+        platform = notification.target.platform
+        if self._keyring is None:  # the environment's credentials only, as before issue 16
+            client = self._defaults.get(platform)
+        else:
+            key = (notification.app, platform)
+            client = self._clients.get(key, _UNLOADED)
+            if client is _UNLOADED:
                 loaded = await self._client_for(key)
                 if isinstance(loaded, PushResult):
                     return loaded
                 client = loaded
+            else:
+                self._clients.move_to_end(key)
         if client is None:
-            return _no_provider(key[1])
+            return _no_provider(platform)
         return await self._send_with(client, notification)
 
     async def _send_with(self, client: CredentialClient, n: Notification) -> PushResult:
-        now = time.monotonic()
-        if not client.health.admit(now):
+        if not client.health.admit():
             return PushResult(
                 PushOutcome.RETRY,
                 code=HELD,
@@ -166,7 +169,7 @@ class ProviderRegistry:
             client.inflight -= 1
             if client.retired and client.inflight == 0:
                 self._close_later(client)
-        client.health.record(result, time.monotonic(), time.time())
+        client.health.record(result)
         return result
 
     # -- loading -----------------------------------------------------------------------------
