@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import routes_admin, routes_devices, routes_notifications, routes_ops, routes_options
+from api import (
+    routes_admin,
+    routes_apps,
+    routes_devices,
+    routes_notifications,
+    routes_ops,
+    routes_options,
+)
 from api.auth import AdminKeys, KeyAuthenticator
 from api.edge import HANDLER_ARGS
 from api.keys import ADMIN_KEYS, AUTH, KEYRING, LIMITER, LINK, SETTINGS, STORE, WRITER
@@ -45,6 +52,7 @@ def build_app(
     routes_ops.setup(app)
     routes_notifications.setup(app)
     routes_devices.setup(app)
+    routes_apps.setup(app)
     routes_admin.setup(app)
     routes_options.setup(app)  # last: it answers for every route above
     app.on_startup.append(_start)

@@ -235,6 +235,19 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("DeviceList", "The user's devices"), **_errors(422)},
             }
         },
+        "/v1/apps/me/credentials/health": {
+            "get": {
+                "operationId": "getCredentialsHealth",
+                "description": "Per provider: whether the calling app pushes under its own "
+                "credential or the environment's, and that credential's health as the "
+                "workers last reported it (null: not reported since it was set). "
+                "docs/credentials.md.",
+                "responses": {
+                    "200": _json("CredentialHealthList", "The app's credentials' health"),
+                    **_errors(),
+                },
+            }
+        },
         **_admin_paths(),
         **_ops_paths(),
     }

@@ -70,7 +70,7 @@ def _registry(settings: Settings, store: NotificationStore) -> ProviderRegistry:
         keyring = keyring_from(settings)
     except NoSecretsKey:
         log.info("app_credentials_off", reason="NOTIFIER_SECRETS_KEY is not set")
-        return ProviderRegistry(settings, build_providers(settings))
+        return ProviderRegistry(settings, build_providers(settings), store=store)
     return ProviderRegistry(settings, build_providers(settings), store=store, keyring=keyring)
 
 

@@ -19,6 +19,9 @@ from prometheus_client import Gauge
 from notifier.metrics import CREDENTIAL_HEALTHY, CREDENTIAL_LAST_SUCCESS
 from notifier.providers.base import PushOutcome, PushResult
 
+# The ``app`` (metric label, health record) of the environment's default credentials: the
+# parentheses keep it apart from the app names people choose (docs/credentials.md).
+DEFAULT_APP = "(environment)"
 # The code every client gives an answer that blames our credential (fcm.py, apns.py,
 # oauth.py's token refusals).
 CREDENTIAL_FAULT = "config_error"
@@ -46,7 +49,14 @@ def provider_took_credential(result: PushResult) -> bool:
 class CredentialHealth:
     """One credential's health in one worker, with its two gauges."""
 
-    __slots__ = ("_healthy", "_last_success", "_next_probe", "_probe_seconds", "_success_gauge")
+    __slots__ = (
+        "_healthy",
+        "_last_success",
+        "_next_probe",
+        "_probe_seconds",
+        "_reported",
+        "_success_gauge",
+    )
 
     def __init__(self, app: str, provider: str, probe_seconds: float) -> None:
         self._probe_seconds = probe_seconds
@@ -55,6 +65,7 @@ class CredentialHealth:
         self._healthy.set(1)
         self._next_probe: float | None = None  # None: healthy
         self._last_success = 0.0
+        self._reported: bool | None = None  # the state last reported to the store
 
     @property
     def healthy(self) -> bool:
@@ -71,8 +82,9 @@ class CredentialHealth:
         self._next_probe = now + self._probe_seconds
         return True
 
-    def record(self, result: PushResult) -> None:
-        """Update from one answer."""
+    def record(self, result: PushResult) -> bool | None:
+        """Update from one answer; the state to report to the store when it differs from
+        the last one reported (the first definite answer is reported too), else None."""
         if result.outcome is PushOutcome.SENT:
             wall = time.time()
             if wall - self._last_success >= _SUCCESS_RESOLUTION_SECONDS:
@@ -82,6 +94,14 @@ class CredentialHealth:
             if self._next_probe is None:
                 self._next_probe = time.monotonic() + self._probe_seconds
                 self._healthy.set(0)
-        elif self._next_probe is not None and provider_took_credential(result):
-            self._next_probe = None
-            self._healthy.set(1)
+        elif provider_took_credential(result):
+            if self._next_probe is not None:
+                self._next_probe = None
+                self._healthy.set(1)
+        else:
+            return None  # says nothing of the credential
+        healthy = self._next_probe is None
+        if healthy is self._reported:
+            return None
+        self._reported = healthy
+        return healthy

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -31,21 +32,17 @@ from notifier.credentials.sealing import Keyring, SealingError
 from notifier.credentials.vault import POLL_SECONDS, CredentialWatch, load_credentials
 from notifier.logging import get_logger
 from notifier.metrics import CREDENTIAL_HEALTHY, CREDENTIAL_LAST_SUCCESS
-from notifier.models import Notification, Platform
+from notifier.models import Notification, Platform, utcnow
 from notifier.providers.apns import ApnsProvider, ProviderToken
 from notifier.providers.base import Provider, PushOutcome, PushResult
 from notifier.providers.fcm import FcmProvider
-from notifier.providers.health import BUSY, HELD, CredentialHealth
+from notifier.providers.health import BUSY, DEFAULT_APP, HELD, CredentialHealth
 from notifier.providers.http2 import TransportConfig
 from notifier.providers.oauth import ServiceAccount
 from notifier.settings import Settings
-from notifier.store.base import NotificationStore, StoreUnavailable
+from notifier.store.base import CredentialHealthRecord, NotificationStore, StoreUnavailable
 
 __all__ = ["DEFAULT_APP", "CredentialClient", "ProviderRegistry"]
-
-# The ``app`` label of the environment's credentials (an app name is never parenthesised
-# by convention; docs/credentials.md).
-DEFAULT_APP = "(environment)"
 
 log = get_logger(__name__)
 
@@ -114,7 +111,8 @@ class ProviderRegistry:
         return cls(settings, providers)
 
     async def __aenter__(self) -> ProviderRegistry:
-        if self._keyring is not None and self._store is not None:
+        if self._keyring is not None:
+            assert self._store is not None, "app credentials are read from the store"
             watch = CredentialWatch(self._store)
             try:  # the first poll lists every stored credential: nothing loaded to drop yet
                 await watch.poll()
@@ -169,7 +167,9 @@ class ProviderRegistry:
             client.inflight -= 1
             if client.retired and client.inflight == 0:
                 self._close_later(client)
-        client.health.record(result)
+        report = client.health.record(result)
+        if report is not None:  # rare: a change of state (or the first answer)
+            self._report(client, report, result.code)
         return result
 
     # -- loading -----------------------------------------------------------------------------
@@ -294,6 +294,32 @@ class ProviderRegistry:
         task = asyncio.get_running_loop().create_task(client.provider.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _report(self, client: CredentialClient, healthy: bool, code: str | None) -> None:
+        """Write the credential's new state to the store, for the API's health route."""
+        provider = client.provider.platform.value
+        log.log(
+            logging.INFO if healthy else logging.WARNING,
+            "credential_health_changed",
+            app=client.app,
+            provider=provider,
+            healthy=healthy,
+            code=None if healthy else code,
+        )
+        if self._store is None:
+            return
+        record = CredentialHealthRecord(
+            client.app, provider, healthy, utcnow(), None if healthy else code
+        )
+        task = asyncio.get_running_loop().create_task(self._write_health(record))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _write_health(self, record: CredentialHealthRecord) -> None:
+        try:
+            await self._store.put_credential_health(record)  # type: ignore[union-attr]
+        except Exception:  # the next change writes again; the metric is the live view
+            log.exception("credential_health_write_failed", app=record.app)
 
     def inflight(self, app: str, platform: Platform) -> int:
         """Pushes in flight on the client that serves ``app`` now (0 when none is loaded)."""

@@ -161,6 +161,20 @@ class StoredCredential:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialHealthRecord:
+    """A credential's health as the workers last reported it (issue 16): written by a
+    worker when its view of the credential changes, read by ``GET
+    /v1/apps/me/credentials/health``. ``app`` is the app, or ``"(environment)"`` for the
+    environment's default credential; ``code`` is the refusal's code when unhealthy."""
+
+    app: str
+    provider: str  # "fcm" or "apns"
+    healthy: bool
+    changed_at: datetime
+    code: str | None = None
+
+
 class NotificationStore(Protocol):
     """Async store of notifications, devices and API keys."""
 
@@ -406,6 +420,13 @@ class NotificationStore(Protocol):
         few seconds (see ``notifier.credentials.vault.CredentialWatch``), passing the last
         poll's start less an overlap for clock skew and late commits, and compare versions.
         """
+
+    async def put_credential_health(self, record: CredentialHealthRecord) -> None:
+        """Store ``record`` as the (app, provider)'s health unless a later one is stored
+        (``changed_at`` decides between workers)."""
+
+    async def get_credential_health(self, apps: Sequence[str]) -> list[CredentialHealthRecord]:
+        """The health records of these apps, by app and provider."""
 
     # -- admin keys: the admin API's bearer keys, apart from apps' keys --------------------------
     async def add_admin_key(self, key_hash: str, now: datetime) -> None: ...

@@ -10,7 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from notifier.apikeys import hash_key, key_id
-from notifier.store.base import NotificationStore, StoredCredential
+from notifier.store.base import CredentialHealthRecord, NotificationStore, StoredCredential
 from tests.store.conftest import ConnectStore, is_stand_in
 
 PUBLIC = {"provider": "apns", "key_id": "ABC123DEFG", "topics": ["com.example.a"]}
@@ -145,3 +145,29 @@ async def test_admin_keys_are_apart_from_app_keys(store: NotificationStore, now:
     assert await store.revoke_admin_key(key_id("na_admin"))
     assert not await store.is_admin_key_hash(hash_key("na_admin"))
     assert await store.app_for_key_hash(hash_key("nk_app")) == "a"
+
+
+async def test_credential_health_keeps_the_latest_report_per_app_and_provider(
+    store: NotificationStore, now: datetime
+) -> None:
+    later = now + timedelta(seconds=5)
+    down = CredentialHealthRecord("shop", "fcm", False, later, "config_error")
+    await store.put_credential_health(CredentialHealthRecord("shop", "fcm", True, now))
+    await store.put_credential_health(down)
+    # an older report from a slower worker does not undo the later one
+    await store.put_credential_health(CredentialHealthRecord("shop", "fcm", True, now))
+    await store.put_credential_health(CredentialHealthRecord("shop", "apns", True, now))
+    await store.put_credential_health(CredentialHealthRecord("(environment)", "fcm", True, now))
+    await store.put_credential_health(CredentialHealthRecord("news", "fcm", True, now))
+    assert await store.get_credential_health(["shop", "(environment)"]) == [
+        CredentialHealthRecord("(environment)", "fcm", True, now),
+        CredentialHealthRecord("shop", "apns", True, now),
+        down,
+    ]
+    healed = CredentialHealthRecord("shop", "fcm", True, later + timedelta(seconds=1))
+    await store.put_credential_health(healed)
+    assert await store.get_credential_health(["shop"]) == [
+        CredentialHealthRecord("shop", "apns", True, now),
+        healed,
+    ]
+    assert await store.get_credential_health(["nobody"]) == []

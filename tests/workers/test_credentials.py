@@ -53,6 +53,11 @@ async def gauge(worker: WorkerProc, name: str, app: str, provider: str) -> float
     return None
 
 
+async def stored_health(store: NotificationStore, app: str, provider: str, healthy: bool) -> bool:
+    records = await store.get_credential_health([app])
+    return any(r.provider == provider and r.healthy is healthy for r in records)
+
+
 async def test_three_apps_each_push_under_their_own_credential_and_a_revoked_one_holds(
     store: NotificationStore, broker: Broker, workers: WorkerPool, emulator: Any
 ) -> None:
@@ -89,6 +94,10 @@ async def test_three_apps_each_push_under_their_own_credential_and_a_revoked_one
         return await gauge(worker, "notifier_credential_healthy", "charlie", "fcm") == 0
 
     await wait_for(unhealthy, timeout=10, interval=0.2, what="charlie's fcm unhealthy")
+    # and recorded in the store, where the API's health route reads it
+    await wait_for(
+        lambda: stored_health(store, "charlie", "fcm", False), timeout=5, what="health record"
+    )
     assert await gauge(worker, "notifier_credential_healthy", "alpha", "fcm") == 1
     others_done = await wait_final(store, [n.id for n in others])
     assert {n.status for n in others_done.values()} == {Status.SENT}
@@ -108,6 +117,9 @@ async def test_three_apps_each_push_under_their_own_credential_and_a_revoked_one
         delivery = await emulator.control.delivery(n.id)
         assert delivery is not None and delivery["credential"] == project
     assert await gauge(worker, "notifier_credential_healthy", "charlie", "fcm") == 1
+    await wait_for(
+        lambda: stored_health(store, "charlie", "fcm", True), timeout=5, what="healed record"
+    )
     assert worker.process.returncode is None  # the same worker, never restarted
     last_success = await gauge(
         worker, "notifier_credential_last_success_timestamp_seconds", "charlie", "fcm"

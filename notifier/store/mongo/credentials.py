@@ -9,6 +9,7 @@ Same semantics as the PostgreSQL mixin; one contract suite holds both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from notifier.models import as_utc
-from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, StoredCredential, is_api_key_id
+from notifier.store.base import (
+    API_KEY_ID_CHARS,
+    ApiKeyInfo,
+    CredentialHealthRecord,
+    StoredCredential,
+    is_api_key_id,
+)
 from notifier.store.mongo.client import Document, mapped
 
 CREDENTIAL_INDEXES = [
@@ -49,6 +56,7 @@ class CredentialStoreMixin:
 
     _credentials: AsyncCollection[Document]
     _admin_keys: AsyncCollection[Document]
+    _credential_health: AsyncCollection[Document]
 
     async def _setup_credentials(self) -> None:
         await self._credentials.create_indexes(CREDENTIAL_INDEXES)
@@ -111,6 +119,34 @@ class CredentialStoreMixin:
     async def credentials_changed_since(self, since: datetime) -> list[StoredCredential]:
         docs = await self._credentials.find({"updated_at": {"$gte": since}}).to_list(None)
         return sorted((_record(d) for d in docs), key=lambda c: (c.updated_at, c.app, c.provider))
+
+    @mapped
+    async def put_credential_health(self, record: CredentialHealthRecord) -> None:
+        r = record
+        with suppress(DuplicateKeyError):  # a later record is stored: it stands
+            await self._credential_health.update_one(
+                {
+                    "_id": {"app": r.app, "provider": r.provider},
+                    "changed_at": {"$lte": r.changed_at},
+                },
+                {"$set": {"healthy": r.healthy, "code": r.code, "changed_at": r.changed_at}},
+                upsert=True,
+            )
+
+    @mapped
+    async def get_credential_health(self, apps: Sequence[str]) -> list[CredentialHealthRecord]:
+        docs = await self._credential_health.find({"_id.app": {"$in": list(apps)}}).to_list(None)
+        records = [
+            CredentialHealthRecord(
+                d["_id"]["app"],
+                d["_id"]["provider"],
+                bool(d["healthy"]),
+                as_utc(d["changed_at"]),
+                d.get("code"),
+            )
+            for d in docs
+        ]
+        return sorted(records, key=lambda r: (r.app, r.provider))
 
     @mapped
     async def add_admin_key(self, key_hash: str, now: datetime) -> None:

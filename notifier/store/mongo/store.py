@@ -81,6 +81,7 @@ class MongoStore(CredentialStoreMixin, DeviceStoreMixin, SharedStoreLogic):
         self._api_keys = db["api_keys"]
         self._credentials = db["credentials"]
         self._admin_keys = db["admin_keys"]
+        self._credential_health = db["credential_health"]
         self.closed = False
 
     @classmethod

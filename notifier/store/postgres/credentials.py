@@ -13,11 +13,17 @@ UPDATE fenced on the version.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from notifier.store.base import API_KEY_ID_CHARS, ApiKeyInfo, StoredCredential, is_api_key_id
+from notifier.store.base import (
+    API_KEY_ID_CHARS,
+    ApiKeyInfo,
+    CredentialHealthRecord,
+    StoredCredential,
+    is_api_key_id,
+)
 from notifier.store.postgres.rows import storable
 
 SCHEMA = """
@@ -33,6 +39,15 @@ CREATE TABLE IF NOT EXISTS credentials (
     PRIMARY KEY (app, provider)
 );
 CREATE INDEX IF NOT EXISTS credentials_updated_at ON credentials (updated_at);
+
+CREATE TABLE IF NOT EXISTS credential_health (
+    app text NOT NULL,
+    provider text NOT NULL,
+    healthy boolean NOT NULL,
+    code text,
+    changed_at timestamptz NOT NULL,
+    PRIMARY KEY (app, provider)
+);
 
 CREATE TABLE IF NOT EXISTS admin_keys (
     key_hash text PRIMARY KEY,
@@ -67,6 +82,18 @@ WHERE app = $1 AND provider = $2 AND NOT deleted
 LIST_ALL = f"SELECT {_COLUMNS} FROM credentials WHERE NOT deleted ORDER BY app, provider"
 CHANGED_SINCE = f"""
 SELECT {_COLUMNS} FROM credentials WHERE updated_at >= $1 ORDER BY updated_at, app, provider
+"""
+
+PUT_HEALTH = """
+INSERT INTO credential_health AS h (app, provider, healthy, code, changed_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (app, provider) DO UPDATE
+SET healthy = EXCLUDED.healthy, code = EXCLUDED.code, changed_at = EXCLUDED.changed_at
+WHERE h.changed_at <= EXCLUDED.changed_at
+"""
+GET_HEALTH = """
+SELECT app, provider, healthy, code, changed_at FROM credential_health
+WHERE app = ANY($1::text[]) ORDER BY app, provider
 """
 
 ADD_ADMIN_KEY = """
@@ -135,6 +162,20 @@ class CredentialStoreMixin:
 
     async def credentials_changed_since(self, since: datetime) -> list[StoredCredential]:
         return [_record(r) for r in await self._fetch(CHANGED_SINCE, since)]
+
+    async def put_credential_health(self, record: CredentialHealthRecord) -> None:
+        r = record
+        await self._execute(PUT_HEALTH, r.app, r.provider, r.healthy, r.code, r.changed_at)
+
+    async def get_credential_health(self, apps: Sequence[str]) -> list[CredentialHealthRecord]:
+        wanted = [a for a in apps if storable(a)]
+        rows = await self._fetch(GET_HEALTH, wanted) if wanted else []
+        return [
+            CredentialHealthRecord(
+                r["app"], r["provider"], bool(r["healthy"]), r["changed_at"], r["code"]
+            )
+            for r in rows
+        ]
 
     async def add_admin_key(self, key_hash: str, now: datetime) -> None:
         await self._execute(ADD_ADMIN_KEY, key_hash, now)
