@@ -105,6 +105,7 @@ class Notification(TypedDict):
     lane: Lane
     ttl_seconds: int | None
     collapse_key: str | None
+    apns_topic: str | None
     status: Status
     scheduled_for: DateTime | None
     attempts: Annotated[int, Field(ge=0)]

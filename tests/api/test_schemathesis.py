@@ -50,6 +50,8 @@ DESCRIBED_REFUSALS = frozenset(
         "/path/token",
         "/private_key",
         "/service_account/private_key",
+        # the app's allowed APNs topics are the store's, not the schema's (stated in words)
+        "/apns_topic",
     }
 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from notifier.credentials.model import FcmCredential
+from notifier.credentials.model import ApnsCredential, FcmCredential
 from notifier.credentials.sealing import Keyring, new_key, parse_key
 from notifier.credentials.vault import set_credential
 from notifier.metrics import CREDENTIAL_HEALTHY
@@ -194,3 +194,26 @@ async def test_an_apps_credential_change_is_picked_up_by_the_watch(
 
         await wait_for(own_credential, timeout=10, interval=0.2, what="the new credential")
     assert await credential_of(emulator, before.id) != project
+
+
+async def test_an_apps_apns_client_pushes_under_the_named_topic_else_the_first(
+    emulator: Any, store: NotificationStore, keyring: Keyring
+) -> None:
+    topics = [f"com.example.{secrets.token_hex(3)}", f"com.example.{secrets.token_hex(3)}"]
+    key = await emulator.control.add_apns_key(topics=topics)
+    credential = ApnsCredential.parse(key["key_pem"], key["key_id"], key["team_id"], topics)
+    await set_credential(store, keyring, "ios", credential)
+    settings = load_settings(emulator.env)
+    async with ProviderRegistry(
+        settings, build_providers(settings), store=store, keyring=keyring
+    ) as registry:
+        named = fresh(Platform.APNS, app="ios", apns_topic=topics[1])
+        plain = fresh(Platform.APNS, app="ios")
+        assert (await registry.send(named)).sent and (await registry.send(plain)).sent
+    seen = {
+        r["headers"].get("apns-id"): r["headers"].get("apns-topic")
+        for r in await emulator.control.recent(200)
+        if isinstance(r.get("headers"), dict)
+    }
+    assert seen.get(named.id) == topics[1] and seen.get(plain.id) == topics[0]
+    assert await credential_of(emulator, named.id) == f"{key['team_id']}/{key['key_id']}"
