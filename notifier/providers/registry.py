@@ -330,7 +330,12 @@ class ProviderRegistry:
         """Every client's health in this worker (``/stats``)."""
         clients = {id(c): c for c in (*self._defaults.values(), *self._clients.values()) if c}
         return [
-            {"app": c.app, "provider": c.provider.platform.value, "healthy": c.health.healthy}
+            {
+                "app": c.app,
+                "provider": c.provider.platform.value,
+                "healthy": c.health.healthy,
+                "in_flight": c.inflight,
+            }
             for c in clients.values()
         ]
 

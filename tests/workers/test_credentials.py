@@ -99,6 +99,8 @@ async def test_three_apps_each_push_under_their_own_credential_and_a_revoked_one
         lambda: stored_health(store, "charlie", "fcm", False), timeout=5, what="health record"
     )
     assert await gauge(worker, "notifier_credential_healthy", "alpha", "fcm") == 1
+    shown = {(c["app"], c["provider"]): c["healthy"] for c in (await worker.stats())["credentials"]}
+    assert shown[("charlie", "fcm")] is False and shown[("alpha", "fcm")] is True
     others_done = await wait_final(store, [n.id for n in others])
     assert {n.status for n in others_done.values()} == {Status.SENT}
 
