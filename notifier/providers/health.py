@@ -3,8 +3,9 @@
 A credential turns unhealthy on an answer that blames it, not the notification: the
 clients map FCM 401/403, ``THIRD_PARTY_AUTH_ERROR``, an OAuth2 token refusal, and APNs 403
 ``InvalidProviderToken``/``ExpiredProviderToken`` (after their one re-mint) to the code
-``config_error``. While unhealthy, one push per ``probe_seconds`` still goes out (the probe);
-every other is held without a request (:data:`HELD`). Any answer that shows the provider
+``config_error``; a TLS failure is ``tls``. While unhealthy, one push per
+``probe_seconds`` still goes out (the probe); every other is held without a request
+(:data:`HELD`). Any answer that shows the provider
 took the credential (sent, a dead token, a refused payload) heals it.
 
 Clocks: ``time.monotonic`` for probes, ``time.time`` for the last success.
@@ -25,18 +26,21 @@ DEFAULT_APP = "(environment)"
 # The code every client gives an answer that blames our credential (fcm.py, apns.py,
 # oauth.py's token refusals).
 CREDENTIAL_FAULT = "config_error"
+# No TLS session with the provider (http2.TransportFailure "tls"): as unhealthy as a refusal
+TLS_FAILURE = "tls"
 # Results the registry makes without a request: the credential is unhealthy and this push
 # is not its probe, or the credential has its bounded share of pushes in flight already.
 HELD = "credential_unhealthy"
 BUSY = "credential_busy"
 # notifier.decisions holds these as retrying on a time budget instead of max_attempts
-HOLD_CODES = frozenset({CREDENTIAL_FAULT, HELD, BUSY})
+_BLAMING = frozenset({CREDENTIAL_FAULT, TLS_FAILURE})
+HOLD_CODES = frozenset({CREDENTIAL_FAULT, TLS_FAILURE, HELD, BUSY})
 # the gauges' last-success time is written at most this often per credential
 _SUCCESS_RESOLUTION_SECONDS = 1.0
 
 
 def blames_credential(result: PushResult) -> bool:
-    return result.code == CREDENTIAL_FAULT
+    return result.code in _BLAMING
 
 
 def provider_took_credential(result: PushResult) -> bool:

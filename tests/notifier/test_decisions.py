@@ -105,6 +105,11 @@ TABLE = [
         id="credential-unhealthy-held",
     ),
     pytest.param(
+        PushResult(R.RETRY, code="tls"), 5, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 60.0, False, None, "tls",
+        id="tls-failure-held-past-max-attempts",
+    ),
+    pytest.param(
         PushResult(R.RETRY, code="credential_busy"), 1, None,
         Status.RETRYING, AttemptOutcome.RETRY, 10.0, False, None, "credential_busy",
         id="credential-busy-held",

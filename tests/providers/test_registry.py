@@ -217,3 +217,19 @@ async def test_an_apps_apns_client_pushes_under_the_named_topic_else_the_first(
     }
     assert seen.get(named.id) == topics[1] and seen.get(plain.id) == topics[0]
     assert await credential_of(emulator, named.id) == f"{key['team_id']}/{key['key_id']}"
+
+
+async def test_a_tls_failure_makes_the_credential_unhealthy(emulator: Any) -> None:
+    """Without the emulator's CA the handshake fails: the environment's credential turns
+    unhealthy and its next pushes are held without a request."""
+    env = {k: v for k, v in emulator.env.items() if k != "NOTIFIER_PROVIDER_CA_FILE"}
+    settings = load_settings(env, credential_probe_seconds=60)
+    async with ProviderRegistry(settings, build_providers(settings)) as registry:
+        failed = await registry.send(fresh(Platform.APNS, app="any"))
+        assert (failed.outcome, failed.code) == (PushOutcome.RETRY, "tls")
+        assert healthy_gauge(DEFAULT_APP, "apns") == 0
+        assert (await registry.send(fresh(Platform.APNS, app="other"))).code == HELD
+        assert registry.health() == [
+            {"app": DEFAULT_APP, "provider": "fcm", "healthy": True, "in_flight": 0},
+            {"app": DEFAULT_APP, "provider": "apns", "healthy": False, "in_flight": 0},
+        ]
