@@ -149,3 +149,39 @@ async def test_a_throttled_credential_holds_its_app_while_another_app_flows(
     received = await emulator.control.deliveries()
     assert not any(b.id in received for b in backlog)
     await emulator.control.heal_fcm(names["bravo"][Platform.FCM])
+
+
+async def test_a_slow_credential_takes_only_its_bound_of_slots_and_another_app_overtakes(
+    store: NotificationStore, broker: Broker, workers: WorkerPool, emulator: Any
+) -> None:
+    """bravo's pushes each take 4 s to answer, and bravo's backlog is ahead of alpha's in the
+    queue. With 16 slots and at most 4 pushes per credential in flight, bravo's others are
+    held as retrying at once, so alpha's all go out while most of bravo's still wait
+    (without the bound, bravo's backlog would fill every slot and drain first)."""
+    secrets_key = new_key()
+    keyring = Keyring(parse_key(secrets_key))
+    for app in APPS[:2]:
+        await give_credentials(emulator, store, keyring, app)
+    backlog = [make_notification(Platform.FCM, app="bravo") for _ in range(80)]
+    for n in backlog:
+        await emulator.control.slow(n.target.token, 4000)
+    # one id per message: a message's ids are claimed in parts that wait for as many free
+    # slots (workers/consumer.py), so a 50-id message of alpha's would wait behind bravo's
+    # four slow pushes for a whole part's worth of slots; that is the consumer's, not this
+    await insert_and_publish(store, broker, backlog, per_message=1)
+    flowing = [make_notification(Platform.FCM, app="alpha") for _ in range(40)]
+    await insert_and_publish(store, broker, flowing, per_message=1)
+    await workers.start(
+        concurrency=16, NOTIFIER_SECRETS_KEY=secrets_key, NOTIFIER_CREDENTIAL_CONCURRENCY=4
+    )
+    done = await wait_final(store, [n.id for n in flowing], timeout=120)
+    assert {n.status for n in done.values()} == {Status.SENT}
+    bravo = [await store.get(n.id) for n in backlog]
+    sent = sum(1 for n in bravo if n is not None and n.status is Status.SENT)
+    # bounded: 4 of bravo's every 4 s; unbounded, bravo's backlog fills every slot and
+    # drains first (78 of 80 sent when alpha's were done)
+    assert sent <= len(backlog) // 2, sent
+    assert all(n is not None and n.status is not Status.FAILED for n in bravo)
+    held = [n for n in bravo if n is not None and n.last_error is not None]
+    assert any(n.last_error and n.last_error.code == "credential_busy" for n in held)
+    await emulator.control.clear_faults()
