@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import routes_devices, routes_notifications, routes_ops, routes_options
-from api.auth import KeyAuthenticator
+from api import (
+    routes_admin,
+    routes_apps,
+    routes_devices,
+    routes_notifications,
+    routes_ops,
+    routes_options,
+)
+from api.auth import AdminKeys, KeyAuthenticator
 from api.edge import HANDLER_ARGS
-from api.keys import AUTH, LIMITER, LINK, SETTINGS, STORE, WRITER
+from api.keys import ADMIN_KEYS, AUTH, KEYRING, LIMITER, LINK, SETTINGS, STORE, WRITER
 from api.middleware import auth_middleware, edge_middleware
 from api.ratelimit import RateLimiter
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.writer import BrokerLink, Writer
 from notifier.broker import Broker
+from notifier.credentials.vault import keyring_from
 from notifier.settings import Settings
 from notifier.store.base import NotificationStore
 
@@ -38,9 +46,14 @@ def build_app(
     app[WRITER] = Writer(store, link)
     app[AUTH] = KeyAuthenticator(store)
     app[LIMITER] = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app[ADMIN_KEYS] = AdminKeys(store)
+    if settings.secrets_key is not None:
+        app[KEYRING] = keyring_from(settings)
     routes_ops.setup(app)
     routes_notifications.setup(app)
     routes_devices.setup(app)
+    routes_apps.setup(app)
+    routes_admin.setup(app)
     routes_options.setup(app)  # last: it answers for every route above
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)

@@ -64,3 +64,26 @@ class KeyAuthenticator:
                 self._cache.clear()
             self._cache[key_hash] = _Entry(key_hash, app, now + self._cache_seconds)
         return app
+
+
+class AdminKeys:
+    """Tells admin keys (``notifier adminkey create``) for the admin API, cached like app
+    keys: a revoked admin key stops working within ``CACHE_SECONDS``."""
+
+    def __init__(self, store: NotificationStore, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, float] = {}  # key hash -> expiry
+
+    async def is_admin(self, key: str) -> bool:
+        """Whether ``key`` is an admin key; raises StoreUnavailable if it cannot tell."""
+        key_hash = hash_key(key)
+        now = time.monotonic()
+        if self._cache.get(key_hash, 0.0) > now:
+            return True
+        if not await self._store.is_admin_key_hash(key_hash):
+            return False
+        if len(self._cache) >= CACHE_MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key_hash] = now + self._cache_seconds
+        return True

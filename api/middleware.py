@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
 from api.auth import bearer_key
-from api.keys import APP_NAME, AUTH, LIMITER
+from api.keys import ADMIN_KEYS, APP_NAME, AUTH, LIMITER
 from api.problems import Problem
 from notifier.logging import get_logger
 from notifier.metrics import HTTP_DURATION, HTTP_REQUESTS, RATE_LIMITED
@@ -19,6 +19,8 @@ from notifier.store.base import StoreUnavailable
 log = get_logger(__name__)
 
 _KEEP_HEADERS = ("Allow", "Retry-After")
+# Routes under this prefix take admin keys only (api/routes_admin.py).
+ADMIN_PREFIX = "/v1/admin/"
 
 
 def route_template(request: web.Request) -> str:
@@ -86,7 +88,8 @@ async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/v1`` routes need a known bearer key (OPTIONS aside); each key has its own bucket."""
+    """``/v1`` routes need a known bearer key (OPTIONS aside); each key has its own bucket.
+    ``/v1/admin/`` routes need an admin key; the others an app's key (else 403)."""
     if (
         not request.path.startswith("/v1/")
         or request.method == "OPTIONS"
@@ -97,9 +100,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     unauthorized = {"WWW-Authenticate": 'Bearer realm="notifier"'}
     if key is None:
         raise Problem(401, "missing bearer API key", headers=unauthorized)
+    if request.path.startswith(ADMIN_PREFIX):
+        await _check_admin_key(request, key, unauthorized)
+        return await handler(request)
     app_name = await request.app[AUTH].app_for(key)
     if app_name is None:
+        if await request.app[ADMIN_KEYS].is_admin(key):
+            raise Problem(
+                403,
+                "an admin key cannot reach the apps' API: use an app's API key",
+                type_="forbidden",
+            )
         raise Problem(401, "unknown API key", headers=unauthorized)
+    _limit(request, key)
+    request[APP_NAME] = app_name
+    return await handler(request)
+
+
+def _limit(request: web.Request, key: str) -> None:
     wait = request.app[LIMITER].acquire(key)
     if wait > 0:
         RATE_LIMITED.inc()
@@ -108,5 +126,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "rate limit of this API key exceeded",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    request[APP_NAME] = app_name
-    return await handler(request)
+
+
+async def _check_admin_key(request: web.Request, key: str, unauthorized: dict[str, str]) -> None:
+    """Admin routes take admin keys only: an app's key is 403, an unknown key 401."""
+    if await request.app[ADMIN_KEYS].is_admin(key):
+        _limit(request, key)
+        return
+    if await request.app[AUTH].app_for(key) is not None:
+        raise Problem(
+            403,
+            "an app's API key cannot reach the admin API: use an admin key "
+            "(notifier adminkey create)",
+            type_="forbidden",
+        )
+    raise Problem(401, "unknown admin key", headers=unauthorized)

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from api.admin_schemas import ADMIN_REQUESTS, ADMIN_SHAPES, APP_PATH_PATTERN
 from api.body import size_text
 from api.problems import PROBLEM_TYPE
 from api.responses import SHAPES
@@ -43,7 +44,7 @@ def _ref(name: str) -> dict[str, str]:
 def _response_schemas() -> dict[str, Any]:
     """Every answer's schema, from the shapes the views build (``api/responses.py``)."""
     schemas: dict[str, Any] = {}
-    for name, shape in SHAPES.items():
+    for name, shape in {**SHAPES, **ADMIN_SHAPES}.items():
         schema = TypeAdapter(shape).json_schema(ref_template=_REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
@@ -53,6 +54,7 @@ def _response_schemas() -> dict[str, Any]:
 _ERROR_TEXT = {
     400: "Malformed JSON, or a body that is not valid data of its Content-Encoding",
     401: "Missing or unknown API key",
+    403: "The wrong kind of key: an admin key on an app's route, or an app's key on an admin route",
     404: "Not found (or another app's)",
     408: "The body did not arrive whole in time (NOTIFIER_API_BODY_TIMEOUT_SECONDS)",
     409: "Conflict",
@@ -94,6 +96,22 @@ _EXAMPLES = {
         ]
     },
     "DeviceRequest": {"user_id": "u1", "platform": Platform.FCM.value},
+    "FcmCredentialRequest": {
+        "service_account": {
+            "type": "service_account",
+            "project_id": "my-project",
+            "client_email": "notifier@my-project.iam.gserviceaccount.com",
+            "private_key_id": "0123456789abcdef",
+            "private_key": "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    },
+    "ApnsCredentialRequest": {
+        "private_key": "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+        "key_id": "ABC123DEFG",
+        "team_id": "DEF123GHIJ",
+        "topics": ["com.example.app"],
+    },
 }
 
 
@@ -217,8 +235,82 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("DeviceList", "The user's devices"), **_errors(422)},
             }
         },
+        "/v1/apps/me/credentials/health": {
+            "get": {
+                "operationId": "getCredentialsHealth",
+                "description": "Per provider: whether the calling app pushes under its own "
+                "credential or the environment's, and that credential's health as the "
+                "workers last reported it (null: not reported since it was set). "
+                "docs/credentials.md.",
+                "responses": {
+                    "200": _json("CredentialHealthList", "The app's credentials' health"),
+                    **_errors(),
+                },
+            }
+        },
+        **_admin_paths(),
         **_ops_paths(),
     }
+
+
+_ADMIN_APP = {
+    **_param("app", "path", {"type": "string", "pattern": APP_PATH_PATTERN}),
+    "description": "The app's name, as `notifier apikey create --app` took it",
+}
+_KEY_LOADS = {
+    "fcm": "The service account's private_key must load as an RSA private key in PEM "
+    "(else 422 at /service_account/private_key).",
+    "apns": "The private key must load as an EC P-256 private key in PEM, the .p8 file's "
+    "text (else 422 at /private_key).",
+}
+
+
+def _admin_paths() -> dict[str, dict[str, Any]]:
+    """The admin API (admin keys only: api/routes_admin.py), one path per provider."""
+    paths: dict[str, dict[str, Any]] = {}
+    for provider, body, info in (
+        ("fcm", "FcmCredentialRequest", "FcmCredentialInfo"),
+        ("apns", "ApnsCredentialRequest", "ApnsCredentialInfo"),
+    ):
+        name = provider.capitalize()
+        no_such = {404: f"The app has no {provider} credential, or a path that does not route"}
+        paths[f"/v1/admin/apps/{{app}}/credentials/{provider}"] = {
+            "put": {
+                "operationId": f"put{name}Credential",
+                "summary": f"Store or replace an app's {provider} credential, encrypted with "
+                "NOTIFIER_SECRETS_KEY (admin key)",
+                "description": _KEY_LOADS[provider]
+                + " 503 when the API has no NOTIFIER_SECRETS_KEY.",
+                "parameters": [_ADMIN_APP],
+                "requestBody": _body(body),
+                "responses": {
+                    "200": _json(info, "Replaced: the new version"),
+                    "201": _json(info, "Stored: the first version"),
+                    **_errors(400, 403, 404, 408, 413, 415, 422, text=no_such),
+                },
+            },
+            "get": {
+                "operationId": f"get{name}Credential",
+                "summary": f"An app's {provider} credential: fingerprint and ids, never the "
+                "key (admin key)",
+                "parameters": [_ADMIN_APP],
+                "responses": {
+                    "200": _json(info, "The credential"),
+                    **_errors(403, 404, 422, text=no_such),
+                },
+            },
+            "delete": {
+                "operationId": f"delete{name}Credential",
+                "summary": f"Delete an app's {provider} credential: it falls back to the "
+                "environment's (admin key)",
+                "parameters": [_ADMIN_APP],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_errors(403, 404, 422, text=no_such),
+                },
+            },
+        }
+    return paths
 
 
 def _ops_paths() -> dict[str, dict[str, Any]]:
@@ -299,7 +391,10 @@ _INFO = (
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (``app`` is accepted for symmetry, unused)."""
     _, defs = models_json_schema(
-        [(m, "validation") for m in (NotificationRequest, BatchRequest, DeviceRequest)],
+        [
+            (m, "validation")
+            for m in (NotificationRequest, BatchRequest, DeviceRequest, *ADMIN_REQUESTS)
+        ],
         ref_template=_REF,
     )
     requests = defs.get("$defs", {})

@@ -105,6 +105,7 @@ class Notification(TypedDict):
     lane: Lane
     ttl_seconds: int | None
     collapse_key: str | None
+    apns_topic: str | None
     status: Status
     scheduled_for: DateTime | None
     attempts: Annotated[int, Field(ge=0)]
@@ -156,6 +157,25 @@ class Ready(TypedDict):
     checks: ReadyChecks
 
 
+@with_config(_EXACT)
+class CredentialHealth(TypedDict):
+    """One provider's credential for the calling app, as the workers last reported it."""
+
+    provider: Platform
+    # true: the app's own stored credential; false: the environment's default
+    own: bool
+    # null: no worker has pushed with it since it was set (or ever)
+    healthy: bool | None
+    changed_at: DateTime | None
+    code: str | None  # the refusal's code while unhealthy (config_error ...)
+
+
+@with_config(_EXACT)
+class CredentialHealthList(TypedDict):
+    app: str
+    credentials: list[CredentialHealth]
+
+
 # Every JSON body a route answers with (problems aside): ``api.views.json_response`` takes
 # only these, so no answer goes out in a shape the OpenAPI document does not describe.
 Answer = (
@@ -168,6 +188,7 @@ Answer = (
     | DeviceList
     | Health
     | Ready
+    | CredentialHealthList
 )
 
 # component name -> shape, for the OpenAPI document
@@ -182,4 +203,6 @@ SHAPES: dict[str, Any] = {
     "DeviceList": DeviceList,
     "Health": Health,
     "Ready": Ready,
+    "CredentialHealth": CredentialHealth,
+    "CredentialHealthList": CredentialHealthList,
 }

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from api import responses as shape
 from api.body import has_nul, read_json
-from api.keys import APP_NAME, STORE, WRITER
+from api.keys import APP_NAME, SETTINGS, STORE, WRITER
 from api.problems import Problem, field_error, unprocessable, validation_errors
 from api.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -27,6 +27,7 @@ from api.schemas import (
     NotificationRequest,
     UserTarget,
 )
+from api.topics import allowed_topics, topic_refusal
 from api.views import (
     accepted_status,
     build_notification,
@@ -143,6 +144,11 @@ async def create_notification(request: web.Request) -> web.Response:
         req = NotificationRequest.model_validate(body)
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
+    if req.apns_topic is not None:
+        allowed = await allowed_topics(store, request.app[SETTINGS], app)
+        refused = topic_refusal(req.apns_topic, allowed)
+        if refused is not None:
+            raise refused
     fp = fingerprint(body) if key is not None else None
     writer = request.app[WRITER]
     if key is not None:
@@ -264,6 +270,13 @@ async def create_batch(request: web.Request) -> web.Response:
     now = utcnow()
     replayed: list[Notification] = []
     items = [_validated(item, i) for i, item in enumerate(envelope.notifications)]
+    if any(isinstance(i, BatchItem) and i.apns_topic is not None for i in items):
+        allowed = await allowed_topics(store, request.app[SETTINGS], app)
+        for index, item in enumerate(items):
+            if isinstance(item, BatchItem):
+                refused = topic_refusal(item.apns_topic, allowed, "notifications", index)
+                if refused is not None:
+                    items[index] = {"error": refused.to_dict()}
     lookups = await _Lookups.read(store, app, items)
     planned = [
         _plan_item(app, item, req, i, now, lookups, replayed)

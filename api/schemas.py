@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from notifier.credentials.model import TOPIC_PATTERN
 from notifier.models import Lane, Platform, Priority, Status, utcnow
 from notifier.providers.spec import SPECS, Content, PlatformSpec, spec_for
 
@@ -59,6 +60,7 @@ TARGET_TAGS = frozenset({"device", "user"})
 # No stored string may hold NUL (PostgreSQL text cannot); bodies are checked in api/body.py.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)]
+ApnsTopic = Annotated[str, Field(pattern=TOPIC_PATTERN)]
 # Printable ASCII without "#": a user fan-out stores its documents' keys as f"{key}#{n}".
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21\x22\x24-\x7e]{1,200}$"
 IdempotencyKey = Annotated[str, Field(pattern=IDEMPOTENCY_KEY_PATTERN)]
@@ -250,6 +252,14 @@ class NotificationRequest(_Model):
     lane: Lane = Field(default=Lane.TRANSACTIONAL, strict=False, description=LANE_TEXT)
     ttl_seconds: TtlSeconds | None = None
     collapse_key: CollapseKey | None = None
+    apns_topic: ApnsTopic | None = Field(
+        default=None,
+        description=(
+            "The APNs topic (bundle id) to push under, one of the app's allowed topics "
+            "(its APNs credential's, else the deployment's NOTIFIER_APNS_TOPIC): any other "
+            "is 422. Absent: the credential's first topic. Ignored for FCM devices."
+        ),
+    )
     scheduled_for: datetime | None = Field(
         default=None,
         strict=False,

@@ -3,11 +3,11 @@
 =======  ==============================  ==================================================
 GET      /_emulator/health               ``{"ok": true, "pid": ...}``
 GET      /_emulator/summary              ``{accepted, unique, duplicates, rejected,
-                                         token_requests, by_platform}``
+                                         token_requests, by_platform, by_credential}``
 GET      /_emulator/deliveries?skip=N    bulk export ``{id: [count, first_received_at]}`` of
                                          the ids first received after the first N
 GET      /_emulator/deliveries/{id}      ``{id, count, first_received_at, last_received_at,
-                                         platform}`` or 404
+                                         platform, credential}`` or 404
 GET      /_emulator/requests?limit=N     the last accepted pushes (headers, payload)
 POST     /_emulator/faults               ``{"token", "kind", "count", "retry_after",
                                          "delay_ms", "since_ms", "status", "reason"}``;
@@ -16,8 +16,14 @@ DELETE   /_emulator/faults[/{token}]     clear every fault, or one token's
 POST     /_emulator/auth                 ``{"expire_access_tokens": true, "reject_fcm": N,
                                          "reject_apns": N, "reject_token": N,
                                          "token_lifetime": S}`` (any subset)
-POST     /_emulator/reset                forget counts, faults and switches
+POST     /_emulator/reset                forget counts, faults and switches (credential
+                                         faults too; added credentials stay)
 =======  ==============================  ==================================================
+
+Credentials (several FCM projects and APNs keys, their faults) have their own routes:
+see :mod:`emulator.admin_credentials`. ``by_credential`` is ``{"fcm": {project_id:
+{accepted, rejected, token_requests}}, "apns": {"TEAM/KEY": {accepted, rejected}}}``;
+a delivery's ``credential`` is the FCM project id or APNs ``TEAM/KEY`` of its last push.
 
 Fault kinds (per device token; a token has one fault plus, independently, a delay):
 
@@ -43,6 +49,8 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from emulator import admin_credentials
+from emulator.credentials import CredentialRegistry
 from emulator.state import EmulatorState, Fault, FaultKind
 
 Response = tuple[int, list[tuple[str, str]], bytes]
@@ -108,11 +116,11 @@ def _decoded(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _get(state: EmulatorState, route: str, query: str) -> Response:
+def _get(state: EmulatorState, registry: CredentialRegistry, route: str, query: str) -> Response:
     if route == "health":
         return _json(200, {"ok": True, "pid": os.getpid()})
     if route == "summary":
-        return _json(200, state.summary())
+        return _json(200, {**state.summary(), "by_credential": registry.summary()})
     if route == "deliveries":
         skip = parse_qs(query).get("skip", ["0"])[0]
         return _json(200, state.export(int(skip) if skip.isdigit() else 0))
@@ -127,11 +135,20 @@ def _get(state: EmulatorState, route: str, query: str) -> Response:
     return _json(404, {"error": "no such control route"})
 
 
-def handle(state: EmulatorState, method: str, path: str, query: str, raw: bytes) -> Response:
+def handle(
+    state: EmulatorState,
+    registry: CredentialRegistry,
+    method: str,
+    path: str,
+    query: str,
+    raw: bytes,
+) -> Response:
     """Serve one control request; ``path`` starts with ``/_emulator/``."""
     route = path[len(PREFIX) :].rstrip("/")
+    if admin_credentials.is_credential_route(route):
+        return admin_credentials.handle(registry, method, unquote(route), raw)
     if method == "GET":
-        return _get(state, route, query)
+        return _get(state, registry, route, query)
     if method == "DELETE" and (route == "faults" or route.startswith("faults/")):
         token = unquote(route[len("faults/") :]) if "/" in route else None
         if token is None:
@@ -154,5 +171,6 @@ def handle(state: EmulatorState, method: str, path: str, query: str, raw: bytes)
         return _set_auth(state, body)
     if route == "reset":
         state.reset()
+        registry.reset()
         return _json(200, {"ok": True})
     return _json(404, {"error": "no such control route"})

@@ -1,11 +1,15 @@
 """The APNs stand-in: ``POST /3/device/{token}`` over HTTP/2, strict like Apple.
 
 Checks, in order: HTTP/2, method, path and token (hex, 64..200 digits), provider JWT
-(ES256, ``kid`` = key id, ``iss`` = team id, ``iat`` under 1 h old), ``apns-topic``,
+(ES256, ``kid`` = a registered key id, ``iss`` = that key's team id, ``iat`` under 1 h old,
+key not revoked, the same key as the connection's first push, else UnrelatedKeyIdInToken),
+``apns-topic`` (one of the key's topics; another key's topic is
+TopicDisallowed, an unknown one BadTopic),
 ``apns-push-type`` (alert | background), ``apns-priority`` (10 | 5 | 1; background needs
 5), ``apns-id`` (UUID, echoed), ``apns-expiration``, ``apns-collapse-id`` (<= 64 bytes),
 then the payload (JSON object with ``aps``, <= 4096 bytes; background needs
-``content-available: 1``). Then the token's injected fault, if any, and the count.
+``content-available: 1``). Then the key's fault, else the device token's, if any, and the
+count (under the key's ``TEAM/KEY`` too).
 Token, collapse id and payload limit are the project's APNs rules
 (``notifier.providers.spec.APNS``), the table the API validates with.
 Answers follow PROTOCOLS.md sections 2.4-2.5: 200 with ``apns-id``, else ``{"reason"}``.
@@ -19,7 +23,7 @@ from typing import Any
 import orjson
 import uuid_utils
 
-from emulator.auth import ProviderTokenVerifier
+from emulator.credentials import ApnsKey, CredentialRegistry
 from emulator.state import EmulatorState, Fault, FaultKind, now
 from notifier.providers.spec import APNS
 
@@ -41,13 +45,18 @@ def _error(status: int, reason: str, apns_id: str | None = None, **extra: Any) -
     return status, headers, orjson.dumps({"reason": reason, **extra})
 
 
-def _check_headers(headers: Headers, topic: str) -> str | None:
-    """The reason the APNs headers are refused, or ``None``."""
-    got_topic = headers.get("apns-topic")
-    if not got_topic:
+def _check_topic(headers: Headers, key: ApnsKey, registry: CredentialRegistry) -> str | None:
+    """The reason the topic is refused for this key: another team's app is disallowed."""
+    topic = headers.get("apns-topic")
+    if not topic:
         return "MissingTopic"
-    if got_topic != topic:
-        return "BadTopic"
+    if topic in key.topics:
+        return None
+    return "TopicDisallowed" if registry.topic_owned_elsewhere(topic) else "BadTopic"
+
+
+def _check_headers(headers: Headers) -> str | None:
+    """The reason the APNs headers (but the topic) are refused, or ``None``."""
     push_type = headers.get("apns-push-type", "alert")
     if push_type not in _PUSH_TYPES:
         return "InvalidPushType"
@@ -103,34 +112,50 @@ def fault_response(fault: Fault, apns_id: str) -> Response:
 
 
 class ApnsService:
-    """Handles APNs pushes against one key (key id, team id) and one topic."""
+    """Handles APNs pushes against every registered key (team id, key id, topics)."""
 
-    def __init__(self, state: EmulatorState, verifier: ProviderTokenVerifier, topic: str) -> None:
+    def __init__(self, state: EmulatorState, registry: CredentialRegistry) -> None:
         self._state = state
-        self._verifier = verifier
-        self._topic = topic
+        self._registry = registry
 
     async def handle(
         self, method: str, path: str, http_version: str, headers: Headers, body: bytes, client: str
     ) -> Response:
         state = self._state
-        response = self._validate(method, path, http_version, headers, body)
+        key = self._registry.apns_key_for(headers.get("authorization"))
+        response = self._validate(method, path, http_version, headers, body, key, client)
         if response is not None:
             state.reject("apns")
+            if key is not None:
+                key.counts.rejected += 1
             return response
+        assert key is not None  # _validate refuses a push without a known key
         token = path[len(PREFIX) :]
         state.seen_connection("apns", client)
         apns_id = headers.get("apns-id") or str(uuid_utils.uuid4())
-        fault = await state.injected_fault("apns", token)
+        fault = key.take_fault()
         if fault is not None:
+            state.reject("apns")
+        else:
+            fault = await state.injected_fault("apns", token)
+        if fault is not None:
+            key.counts.rejected += 1
             return fault_response(fault, apns_id)
-        state.accept("apns", apns_id.lower(), now())
+        state.accept("apns", apns_id.lower(), now(), key.name)
+        key.counts.accepted += 1
         if state.recent.maxlen:
-            state.recent.append(_record(token, headers, body))
+            state.recent.append(_record(token, headers, body, key.name))
         return 200, [("apns-id", apns_id)], b""
 
     def _validate(
-        self, method: str, path: str, http_version: str, headers: Headers, body: bytes
+        self,
+        method: str,
+        path: str,
+        http_version: str,
+        headers: Headers,
+        body: bytes,
+        key: ApnsKey | None,
+        client: str,
     ) -> Response | None:
         if http_version != "2":
             return _error(505, "HTTP2Required")
@@ -142,13 +167,13 @@ class ApnsService:
         apns_id = headers.get("apns-id")
         if apns_id is not None and not _UUID.fullmatch(apns_id):
             return _error(400, "BadMessageId")
-        auth_reason = self._verifier.check(headers.get("authorization"), now())
-        if auth_reason is None and self._state.auth.reject_apns > 0:
-            self._state.auth.reject_apns -= 1
-            auth_reason = "ExpiredProviderToken"
+        auth_reason = self._auth_reason(headers.get("authorization"), key)
         if auth_reason is not None:
             return _error(403, auth_reason, apns_id)
-        reason = _check_headers(headers, self._topic)
+        assert key is not None
+        if not self._registry.bind_connection(client, key, now()):
+            return _error(403, "UnrelatedKeyIdInToken", apns_id)
+        reason = _check_topic(headers, key, self._registry) or _check_headers(headers)
         if reason is not None:
             return _error(400, reason, apns_id)
         if not APNS.token_ok(token):
@@ -157,6 +182,20 @@ class ApnsService:
         if problem is not None:
             return _error(problem[0], problem[1], apns_id)
         return None
+
+    def _auth_reason(self, authorization: str | None, key: ApnsKey | None) -> str | None:
+        """The APNs reason the provider JWT is refused, or ``None``."""
+        if not authorization:
+            return "MissingProviderToken"
+        if key is None or key.verifier is None:  # a kid no team registered
+            return "InvalidProviderToken"
+        reason = key.verifier.check(authorization, now())
+        if reason is None and key.revoked:  # Apple answers a revoked key like a bad one
+            reason = "InvalidProviderToken"
+        if reason is None and self._state.auth.reject_apns > 0:
+            self._state.auth.reject_apns -= 1
+            reason = "ExpiredProviderToken"
+        return reason
 
 
 _RECORDED_HEADERS = (
@@ -169,7 +208,7 @@ _RECORDED_HEADERS = (
 )
 
 
-def _record(token: str, headers: Headers, body: bytes) -> dict[str, Any]:
+def _record(token: str, headers: Headers, body: bytes, credential: str) -> dict[str, Any]:
     """An accepted push as the control API shows it (no authorization header).
 
     The payload stays raw bytes here; the control API decodes it when asked.
@@ -180,4 +219,5 @@ def _record(token: str, headers: Headers, body: bytes) -> dict[str, Any]:
         "headers": {name: value for name in _RECORDED_HEADERS if (value := headers.get(name))},
         "payload": body,
         "received_at": now(),
+        "credential": credential,
     }

@@ -11,7 +11,7 @@ from typing import Any
 from emulator import admin
 from emulator.apns import PREFIX as APNS_PREFIX
 from emulator.apns import ApnsService
-from emulator.auth import AssertionVerifier, ProviderTokenVerifier
+from emulator.credentials import CREDENTIALS_FILE, CredentialRegistry
 from emulator.fcm import FcmService
 from emulator.keys import KeySet
 from emulator.state import EmulatorState
@@ -25,21 +25,21 @@ class EmulatorApp:
     def __init__(self, keys: KeySet, state: EmulatorState) -> None:
         self.keys = keys
         self.state = state
-        self.apns = ApnsService(
-            state,
-            ProviderTokenVerifier(keys.apns_public_key(), keys.apns_key_id, keys.apns_team_id),
-            keys.apns_topic,
-        )
-        self.fcm = FcmService(
-            state,
-            AssertionVerifier(
-                keys.fcm_public_key(),
-                keys.fcm_client_email,
-                keys.fcm_private_key_id,
-                keys.fcm_token_uri,
-            ),
+        # the keys directory's credentials are the defaults; more come via the control API
+        saved = keys.directory / CREDENTIALS_FILE
+        self.credentials = CredentialRegistry(keys.fcm_token_uri, saved)
+        self.credentials.add_fcm_account(
             keys.fcm_project_id,
+            keys.fcm_client_email,
+            keys.fcm_private_key_id,
+            keys.fcm_public_key(),
         )
+        self.credentials.add_apns_key(
+            keys.apns_team_id, keys.apns_key_id, keys.apns_public_key(), {keys.apns_topic}
+        )
+        self.credentials.load()  # those added by earlier runs, which workers may still hold
+        self.apns = ApnsService(state, self.credentials)
+        self.fcm = FcmService(state, self.credentials)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
@@ -57,7 +57,9 @@ class EmulatorApp:
         elif path == "/token":
             status, out, payload = self.fcm.token(method, body)
         elif path.startswith(admin.PREFIX):
-            status, out, payload = admin.handle(self.state, method, path, scope.query_string, body)
+            status, out, payload = admin.handle(
+                self.state, self.credentials, method, path, scope.query_string, body
+            )
         else:
             status, out, payload = _NOT_FOUND
         protocol.response_bytes(status, out, payload)

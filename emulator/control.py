@@ -126,10 +126,117 @@ class EmulatorControl:
         """Every FCM access token issued so far is now expired (next send: 401)."""
         await self.set_auth(expire_access_tokens=True)
 
+    # credentials (several FCM projects and APNs teams) -----------------------------------
+
+    async def add_fcm_project(
+        self, project_id: str, *, client_email: str | None = None
+    ) -> dict[str, Any]:
+        """A new service-account JSON (as a dict) for ``project_id``, registered now.
+
+        Asking again for the same project gives another service account of it (a
+        replacement key: it is not revoked even if the older ones are).
+        """
+        body: dict[str, Any] = {"project_id": project_id}
+        if client_email is not None:
+            body["client_email"] = client_email
+        result: dict[str, Any] = await self._call("POST", "fcm/projects", body)
+        return result
+
+    async def add_apns_key(
+        self,
+        team_id: str | None = None,
+        key_id: str | None = None,
+        topics: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A new APNs key: ``{team_id, key_id, topics, key_pem}`` (``key_pem``: the .p8).
+
+        Ids left out are made up (10 characters, like Apple's); ``topics`` default to the
+        emulator's default topic. A key id already registered is a 409 (HTTPStatusError).
+        """
+        body: dict[str, Any] = {}
+        for name, value in (("team_id", team_id), ("key_id", key_id), ("topics", topics)):
+            if value is not None:
+                body[name] = value
+        result: dict[str, Any] = await self._call("POST", "apns/keys", body)
+        return result
+
+    async def credentials(self) -> dict[str, Any]:
+        """``{"fcm": [...], "apns": [...]}``: every credential and its faults, no secrets."""
+        result: dict[str, Any] = await self._call("GET", "credentials")
+        return result
+
+    async def _fcm_fault(self, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", f"fcm/projects/{project_id}/faults", body)
+        return result
+
+    async def revoke_fcm(self, project_id: str, key_id: str | None = None) -> int:
+        """Revoke the project's service accounts so far (or the one with ``key_id``): the
+        token endpoint answers 400 invalid_grant, their tokens get 401 UNAUTHENTICATED."""
+        body: dict[str, Any] = {"kind": "revoked"}
+        if key_id is not None:
+            body["key_id"] = key_id
+        return int((await self._fcm_fault(project_id, body))["revoked"])
+
+    async def refuse_fcm_tokens(
+        self, project_id: str, error: str = "invalid_grant", status: int = 400
+    ) -> None:
+        """The token endpoint refuses the project's assertions (``{"error": error}`` with
+        ``status``; e.g. 503 temporarily_unavailable); tokens already minted still work."""
+        await self._fcm_fault(
+            project_id, {"kind": "token_refused", "error": error, "status": status}
+        )
+
+    async def throttle_fcm(
+        self, project_id: str, retry_after: int = 1, count: int | None = None
+    ) -> None:
+        """Every push of the project (or the next ``count``) answers 429 QUOTA_EXCEEDED
+        with ``Retry-After``; other projects are unaffected."""
+        body: dict[str, Any] = {"kind": "rate_limited", "retry_after": retry_after}
+        await self._fcm_fault(project_id, body if count is None else {**body, "count": count})
+
+    async def fail_fcm(
+        self, project_id: str, status: int, reason: str = "", count: int | None = None
+    ) -> None:
+        """Every push of the project (or the next ``count``) answers ``status`` with FCM
+        errorCode ``reason`` (e.g. 401 THIRD_PARTY_AUTH_ERROR, 403 ""); until healed."""
+        body: dict[str, Any] = {"kind": "error", "status": status, "reason": reason}
+        await self._fcm_fault(project_id, body if count is None else {**body, "count": count})
+
+    async def heal_fcm(self, project_id: str) -> None:
+        """Clear the project's faults and revocations."""
+        await self._call("DELETE", f"fcm/projects/{project_id}/faults")
+
+    async def _apns_fault(self, key_id: str, body: dict[str, Any]) -> None:
+        await self._call("POST", f"apns/keys/{key_id}/faults", body)
+
+    async def revoke_apns(self, key_id: str) -> None:
+        """Pushes signed with this key answer 403 InvalidProviderToken."""
+        await self._apns_fault(key_id, {"kind": "revoked"})
+
+    async def throttle_apns(
+        self, key_id: str, retry_after: int = 1, count: int | None = None
+    ) -> None:
+        """Every push under this key (or the next ``count``) answers 429 TooManyRequests."""
+        body: dict[str, Any] = {"kind": "rate_limited", "retry_after": retry_after}
+        await self._apns_fault(key_id, body if count is None else {**body, "count": count})
+
+    async def fail_apns(
+        self, key_id: str, status: int, reason: str, count: int | None = None
+    ) -> None:
+        """Every push under this key (or the next ``count``) answers ``status``/``reason``."""
+        body: dict[str, Any] = {"kind": "error", "status": status, "reason": reason}
+        await self._apns_fault(key_id, body if count is None else {**body, "count": count})
+
+    async def heal_apns(self, key_id: str) -> None:
+        """Clear the key's faults and revocation."""
+        await self._call("DELETE", f"apns/keys/{key_id}/faults")
+
     # counting --------------------------------------------------------------------------
 
     async def summary(self) -> dict[str, Any]:
-        """``{accepted, unique, duplicates, rejected, token_requests, by_platform}``."""
+        """``{accepted, unique, duplicates, rejected, token_requests, by_platform,
+        by_credential}``; ``by_credential`` is ``{"fcm": {project_id: {accepted, rejected,
+        token_requests}}, "apns": {"TEAM/KEY": {accepted, rejected}}}``."""
         result: dict[str, Any] = await self._call("GET", "summary")
         return result
 
@@ -138,7 +245,8 @@ class EmulatorControl:
         return int((await self.summary())["unique"])
 
     async def delivery(self, notification_id: str) -> dict[str, Any] | None:
-        """``{id, count, first_received_at, last_received_at, platform}`` or ``None``."""
+        """``{id, count, first_received_at, last_received_at, platform, credential}`` or
+        ``None``; ``credential`` is the FCM project id or APNs ``TEAM/KEY`` of its last push."""
         result: dict[str, Any] | None = await self._call("GET", f"deliveries/{notification_id}")
         return result
 

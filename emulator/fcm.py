@@ -6,6 +6,12 @@ or cloud-platform scope, iat/exp within an hour) and answers ``{access_token, ex
 token_type}``. ``POST /v1/projects/{project}/messages:send`` needs such a token (else 401
 UNAUTHENTICATED without details) and a message per PROTOCOLS.md 1.3; errors use the
 google.rpc shape with ``FcmError`` / ``BadRequest`` details (PROTOCOLS.md 1.4, 1.5, 6).
+
+Every service account of :class:`~emulator.credentials.CredentialRegistry` is served: the
+assertion's ``kid`` picks the account, the access token is bound to it, and a send to
+another project's URL is 403 PERMISSION_DENIED ("Permission 'cloudmessaging.messages.create'
+denied on resource ..."), what Google answers a credential of the wrong project. Then the
+project's fault (429, error), the device token's fault, and the count under the project.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from emulator.auth import AssertionVerifier, GrantRefused
+from emulator.auth import GrantRefused
+from emulator.credentials import CredentialRegistry, FcmAccount
 from emulator.fcm_message import MessageError, check_message
 from emulator.state import EmulatorState, Fault, FaultKind, now
 
@@ -89,14 +96,28 @@ def _oauth_error(error: str, description: str) -> Response:
     return 400, [_JSON], body
 
 
-class FcmService:
-    """Token endpoint and send endpoint for one service account and project."""
+def _denied(path: str) -> Response:
+    """FCM's answer when the URL names a project the token's account is not in."""
+    project = path.removeprefix("/v1/projects/").partition("/")[0]
+    return rpc_error(
+        403,
+        f"Permission 'cloudmessaging.messages.create' denied on resource "
+        f"'//cloudresourcemanager.googleapis.com/projects/{project}' (or it may not exist).",
+    )
 
-    def __init__(self, state: EmulatorState, verifier: AssertionVerifier, project: str) -> None:
+
+_UNAUTHENTICATED = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access "
+    "token, login cookie or other valid authentication credential."
+)
+
+
+class FcmService:
+    """Token endpoint and send endpoint for every service account of every project."""
+
+    def __init__(self, state: EmulatorState, registry: CredentialRegistry) -> None:
         self._state = state
-        self._verifier = verifier
-        self._project = project
-        self._send_path = f"/v1/projects/{project}/messages:send"
+        self._registry = registry
 
     def token(self, method: str, body: bytes) -> Response:
         """``POST /token``: the OAuth2 JWT-bearer grant."""
@@ -109,57 +130,87 @@ class FcmService:
         if form.get("grant_type") != [GRANT_TYPE]:
             return _oauth_error("unsupported_grant_type", "Invalid grant_type.")
         assertion = form.get("assertion", [""])[0]
+        account = self._registry.account_for_assertion(assertion)
+        if account is None:
+            return _oauth_error("invalid_grant", "Invalid grant: account not found")
         try:
-            self._verifier.verify(assertion, now())
+            account.verifier.verify(assertion, now())
         except GrantRefused as exc:
             return _oauth_error(exc.error, exc.description)
+        refused = self._refusal(account)
+        if refused is not None:
+            return refused
+        access_token = "ya29.emu-" + secrets.token_urlsafe(32)
+        lifetime = self._state.issue_access_token(access_token, now(), account.key_id)
+        account.project.counts.token_requests += 1
+        answer = {"access_token": access_token, "expires_in": lifetime, "token_type": "Bearer"}
+        return 200, [_JSON], orjson.dumps(answer)
+
+    def _refusal(self, account: FcmAccount) -> Response | None:
+        """Google's refusal of a correct assertion: revoked key, injected refusal."""
+        if account.revoked:  # what Google answers for a deleted service-account key
+            return _oauth_error("invalid_grant", "Invalid JWT Signature.")
+        refusal = account.project.token_refusal
+        if refusal is not None:
+            status, error = refusal
+            body = {"error": error, "error_description": "Refused by the emulator."}
+            return status, [_JSON], orjson.dumps(body)
         if self._state.auth.reject_token > 0:
             self._state.auth.reject_token -= 1
             return _oauth_error("invalid_grant", "Invalid grant: rejected by the emulator.")
-        access_token = "ya29.emu-" + secrets.token_urlsafe(32)
-        lifetime = self._state.issue_access_token(access_token, now())
-        answer = {"access_token": access_token, "expires_in": lifetime, "token_type": "Bearer"}
-        return 200, [_JSON], orjson.dumps(answer)
+        return None
 
     async def send(
         self, method: str, path: str, headers: Headers, body: bytes, client: str
     ) -> Response:
         """``POST /v1/projects/{project}/messages:send``."""
         state = self._state
-        response, checked = self._validate(method, path, headers, body)
+        if method != "POST":
+            state.reject("fcm")
+            return rpc_error(400, "Method not allowed; use POST.")
+        account = self._account(headers.get("authorization"))
+        if account is None:
+            state.reject("fcm")
+            return rpc_error(401, _UNAUTHENTICATED)
+        project = account.project
+        response, checked = self._validate(account, path, body)
         if response is not None or checked is None:
             state.reject("fcm")
+            project.counts.rejected += 1
             return response or rpc_error(400, "Invalid message.")
         message, validate_only = checked
         state.seen_connection("fcm", client)
+        credential_fault = project.take_fault()
+        if credential_fault is not None:
+            state.reject("fcm")
+            project.counts.rejected += 1
+            return fault_response(credential_fault)
         target = message.get("token") or message.get("topic") or message.get("condition") or ""
         fault = await state.injected_fault("fcm", target)
         if fault is not None:
+            project.counts.rejected += 1
             return fault_response(fault)
         message_id = f"0:{int(now() * 1000)}%{secrets.token_hex(8)}"
         if validate_only:
             message_id = "fake_message_id"
         else:
             data = message.get("data") or {}
-            state.accept("fcm", data.get("notification_id"), now())
+            state.accept("fcm", data.get("notification_id"), now(), project.project_id)
+            project.counts.accepted += 1
             if state.recent.maxlen:
-                state.recent.append({"platform": "fcm", "message": message, "received_at": now()})
-        name = f"projects/{self._project}/messages/{message_id}"
+                record = {"platform": "fcm", "message": message, "received_at": now()}
+                record["credential"] = project.project_id
+                state.recent.append(record)
+        name = f"projects/{project.project_id}/messages/{message_id}"
         return 200, [_JSON], orjson.dumps({"name": name})
 
     def _validate(
-        self, method: str, path: str, headers: Headers, body: bytes
+        self, account: FcmAccount, path: str, body: bytes
     ) -> tuple[Response | None, tuple[dict[str, Any], bool] | None]:
-        if method != "POST":
-            return rpc_error(400, "Method not allowed; use POST."), None
-        if not self._authorized(headers.get("authorization")):
-            return rpc_error(
-                401,
-                "Request had invalid authentication credentials. Expected OAuth 2 access "
-                "token, login cookie or other valid authentication credential.",
-            ), None
-        if path != self._send_path:
-            return rpc_error(403, "Permission denied on the project (or it does not exist)."), None
+        if account.revoked:  # the service account is gone: its tokens are worthless
+            return rpc_error(401, _UNAUTHENTICATED), None
+        if path != f"/v1/projects/{account.project.project_id}/messages:send":
+            return _denied(path), None
         try:
             return None, check_message(body)
         except MessageError as exc:
@@ -170,13 +221,17 @@ class FcmService:
                 violations=None if exc.token_level else [{"field": exc.field}],
             ), None
 
-    def _authorized(self, authorization: str | None) -> bool:
+    def _account(self, authorization: str | None) -> FcmAccount | None:
+        """The service account a valid bearer token was minted for, else ``None``."""
         if not authorization:
-            return False
+            return None
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not self._state.access_token_valid(token, now()):
-            return False
+        if scheme.lower() != "bearer":
+            return None
+        key_id = self._state.access_token_account(token, now())
+        if key_id is None:
+            return None
         if self._state.auth.reject_fcm > 0:
             self._state.auth.reject_fcm -= 1
-            return False
-        return True
+            return None
+        return self._registry.accounts.get(key_id)

@@ -13,6 +13,7 @@ these keys, exactly as Apple and Google would with theirs:
 ``apns.json``               ``key_id``, ``team_id`` and ``topic`` of that key
 ``fcm-service-account.json`` Google service-account JSON; ``token_uri`` is the emulator's
 ``notifier.env``            the ``NOTIFIER_*`` lines: ``set -a; . DIR/notifier.env``
+``credentials.jsonl``       public halves of credentials added through the control API
 ==========================  ========================================================
 
 The public URL (``--public-url``) is what clients dial: ``notifier.env`` and ``token_uri``
@@ -126,6 +127,35 @@ def _random_id(length: int = 10) -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
+def new_service_account(
+    project_id: str, token_uri: str, client_email: str | None = None
+) -> dict[str, Any]:
+    """A fresh Google service-account JSON (RSA 2048 key) for ``project_id``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": secrets.token_hex(20),
+        "private_key": pkcs8(key).decode(),
+        "client_email": client_email or f"notifier@{project_id}.iam.gserviceaccount.com",
+        "client_id": str(secrets.randbelow(10**20)),
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "universe_domain": "googleapis.com",
+    }
+
+
+def new_apns_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A fresh APNs auth key (EC P-256) and its .p8 PEM text."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, pkcs8(key).decode()
+
+
+def random_apple_id() -> str:
+    """A 10-character id like Apple's team and key ids."""
+    return _random_id()
+
+
 def _ensure_apns(directory: Path) -> dict[str, str]:
     meta_path = directory / APNS_META_FILE
     if (directory / APNS_KEY_FILE).is_file() and meta_path.is_file():
@@ -146,19 +176,7 @@ def _ensure_fcm(directory: Path, token_uri: str) -> dict[str, Any]:
             info["token_uri"] = token_uri
             write_private(path, (json.dumps(info, indent=2) + "\n").encode())
         return info
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    email = f"notifier@{DEFAULT_PROJECT}.iam.gserviceaccount.com"
-    info = {
-        "type": "service_account",
-        "project_id": DEFAULT_PROJECT,
-        "private_key_id": secrets.token_hex(20),
-        "private_key": pkcs8(key).decode(),
-        "client_email": email,
-        "client_id": str(secrets.randbelow(10**20)),
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": token_uri,
-        "universe_domain": "googleapis.com",
-    }
+    info = new_service_account(DEFAULT_PROJECT, token_uri)
     write_private(path, (json.dumps(info, indent=2) + "\n").encode())
     return info
 

@@ -71,7 +71,8 @@ class EmulatorState:
     def __init__(self, token_lifetime: int = 3600, recent_size: int = 1000) -> None:
         self.default_token_lifetime = token_lifetime
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
-        self.access_tokens: dict[str, float] = {}  # FCM access token -> expires_at
+        # FCM access token -> (expires_at, private_key_id of the service account it is for)
+        self.access_tokens: dict[str, tuple[float, str]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -79,7 +80,8 @@ class EmulatorState:
         self.faults: dict[str, Fault] = {}
         self.delays: dict[str, int] = {}
         self.auth = AuthSwitches(token_lifetime=self.default_token_lifetime)
-        self.deliveries: dict[str, list[Any]] = {}  # id -> [count, first, last, platform]
+        # id -> [count, first, last, platform, credential of the last push]
+        self.deliveries: dict[str, list[Any]] = {}
         self.repeats = 0  # pushes of an id already counted (summed here: summary() is polled)
         self.platforms = {"apns": PlatformCounts(), "fcm": PlatformCounts()}
         self.token_requests = 0
@@ -130,37 +132,46 @@ class EmulatorState:
 
     # access tokens --------------------------------------------------------------------
 
-    def issue_access_token(self, token: str, now: float) -> int:
-        """Remember a new FCM access token; returns its lifetime in seconds."""
+    def issue_access_token(self, token: str, now: float, account: str = "") -> int:
+        """Remember a new FCM access token minted for ``account`` (its private_key_id);
+        returns its lifetime in seconds."""
         lifetime = self.auth.token_lifetime
         if len(self.access_tokens) > 100_000:
-            self.access_tokens = {t: e for t, e in self.access_tokens.items() if e > now}
-        self.access_tokens[token] = now + lifetime
+            self.access_tokens = {t: e for t, e in self.access_tokens.items() if e[0] > now}
+        self.access_tokens[token] = (now + lifetime, account)
         self.token_requests += 1
         return lifetime
 
+    def access_token_account(self, token: str, now: float) -> str | None:
+        """The account a still-valid access token was minted for, else ``None``."""
+        entry = self.access_tokens.get(token)
+        return entry[1] if entry is not None and entry[0] > now else None
+
     def access_token_valid(self, token: str, now: float) -> bool:
-        expires_at = self.access_tokens.get(token)
-        return expires_at is not None and expires_at > now
+        return self.access_token_account(token, now) is not None
 
     def expire_access_tokens(self) -> int:
         """Make every access token issued so far expired; returns how many there were."""
         count = len(self.access_tokens)
-        self.access_tokens = dict.fromkeys(self.access_tokens, 0.0)
+        self.access_tokens = {t: (0.0, e[1]) for t, e in self.access_tokens.items()}
         return count
 
     # counting -------------------------------------------------------------------------
 
-    def accept(self, platform: str, notification_id: str | None, now: float) -> None:
+    def accept(
+        self, platform: str, notification_id: str | None, now: float, credential: str = ""
+    ) -> None:
+        """Count a push; ``credential`` is the FCM project id or APNs ``TEAM/KEY`` it used."""
         self.platforms[platform].accepted += 1
         if notification_id is None:
             return
         entry = self.deliveries.get(notification_id)
         if entry is None:
-            self.deliveries[notification_id] = [1, now, now, platform]
+            self.deliveries[notification_id] = [1, now, now, platform, credential]
         else:
             entry[0] += 1
             entry[2] = now
+            entry[4] = credential
             self.repeats += 1
 
     def reject(self, platform: str) -> None:
@@ -184,13 +195,14 @@ class EmulatorState:
         entry = self.deliveries.get(notification_id)
         if entry is None:
             return None
-        count, first, last, platform = entry
+        count, first, last, platform, credential = entry
         return {
             "id": notification_id,
             "count": count,
             "first_received_at": first,
             "last_received_at": last,
             "platform": platform,
+            "credential": credential,
         }
 
     def export(self, skip: int = 0) -> dict[str, list[Any]]:

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emulator.control import EmulatorControl
 from emulator.keys import ensure_keys
+from emulator.tls import write_private
 from notifier_tools import procs
 from notifier_tools.procs import free_port
 
@@ -33,6 +35,29 @@ class EmulatorHandle:
     control: EmulatorControl
     pid: int
     keys_dir: Path = field(default=Path())
+
+    async def fcm_project_file(self, project_id: str, directory: Path | None = None) -> Path:
+        """Register a new service account for ``project_id`` and write its JSON (0600)
+        to ``directory`` (default: the keys directory); returns the file's path."""
+        info = await self.control.add_fcm_project(project_id)
+        path = (directory or self.keys_dir) / f"fcm-{project_id}-{info['private_key_id'][:8]}.json"
+        write_private(path, json.dumps(info, indent=2).encode())
+        return path
+
+    async def apns_key_file(
+        self,
+        directory: Path | None = None,
+        *,
+        team_id: str | None = None,
+        key_id: str | None = None,
+        topics: list[str] | None = None,
+    ) -> tuple[Path, dict[str, Any]]:
+        """Register a new APNs key and write its .p8 (0600) to ``directory`` (default:
+        the keys directory); returns the path and ``{team_id, key_id, topics}``."""
+        key = await self.control.add_apns_key(team_id, key_id, topics)
+        path = (directory or self.keys_dir) / f"apns-{key['team_id']}-{key['key_id']}.p8"
+        write_private(path, key.pop("key_pem").encode())
+        return path, key
 
 
 def _ours(pid: int) -> Callable[[bytes], bool]:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from notifier.credentials import commands as credential_commands
 from notifier.settings import (
     Settings,
     SettingsError,
@@ -24,7 +25,7 @@ from notifier.settings import (
 PASS_THROUGH = {"emulator", "stack", "bench", "dlq"}
 # Commands an operator runs by hand: next to a local stack they use its settings file
 # (notifier.settings.load_settings_beside_stack); the api and worker processes never do.
-BY_HAND = {"apikey", "prune", "dlq"}
+BY_HAND = {"apikey", "adminkey", "app", "prune", "dlq"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         "revoke", help="delete a key by its id; every API replica refuses it within seconds"
     )
     revoke.add_argument("id", help="the key's id, as `apikey list` shows it")
+
+    credential_commands.add_app_parser(sub)
+    credential_commands.add_adminkey_parser(sub)
 
     prune = sub.add_parser("prune", help="delete final notifications older than N days (retention)")
     prune.add_argument("--older-than-days", type=_int_in(1, 36500), required=True, metavar="N")
@@ -187,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_worker(settings, args.host, args.metrics_port, args.concurrency)
     elif args.command == "apikey":
         return _apikey(settings, args)
+    elif args.command == "app":
+        return credential_commands.run_app(settings, args)
+    elif args.command == "adminkey":
+        return credential_commands.run_adminkey(settings, args)
     elif args.command == "prune":
         from datetime import timedelta
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from notifier.models import AttemptOutcome, LastError, Notification, Status
 from notifier.providers.base import PushOutcome, PushResult
+from notifier.providers.health import HOLD_CODES
 from notifier.retry import next_attempt_at
 from notifier.settings import Settings
 from notifier.store.base import Outcome
@@ -45,7 +46,8 @@ class Decision:
     outcome: Outcome
     deactivate: bool = False
     token_invalid_since: datetime | None = None  # APNs 410 timestamp
-    dead_letter_reason: str | None = None  # "max_attempts" or "permanent:<code>"
+    # "max_attempts", "permanent:<code>" or "credential_hold"
+    dead_letter_reason: str | None = None
 
 
 def decide_before_push(n: Notification, now: datetime) -> Decision | None:
@@ -89,6 +91,8 @@ def decide(
     if result.outcome is PushOutcome.PERMANENT:
         outcome = Outcome(Status.FAILED, AttemptOutcome.PERMANENT, now, status, last_error=error)
         return Decision(outcome, dead_letter_reason=f"permanent:{error.code}")
+    if result.code in HOLD_CODES:
+        return _hold(n, result, error, now, settings, rng)
     if n.attempts >= settings.max_attempts:
         outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
         return Decision(outcome, dead_letter_reason="max_attempts")
@@ -98,6 +102,40 @@ def decide(
         return Decision(
             Outcome(Status.EXPIRED, AttemptOutcome.RETRY, now, status, last_error=error)
         )
+    return Decision(
+        Outcome(
+            Status.RETRYING,
+            AttemptOutcome.RETRY,
+            now,
+            status,
+            next_attempt_at=when,
+            last_error=error,
+        )
+    )
+
+
+def _hold(
+    n: Notification,
+    result: PushResult,
+    error: LastError,
+    now: datetime,
+    settings: Settings,
+    rng: random.Random | None,
+) -> Decision:
+    """The credential, not the notification, is at fault (refused, unhealthy, or at its
+    in-flight bound): hold it as retrying. Its budget is time, not ``max_attempts``: a
+    notification waits up to ``credential_hold_seconds`` after its creation (and never past
+    its TTL) for the credential to heal or be replaced, then fails."""
+    status = result.provider_status
+    when = next_attempt_at(now, n.attempts, settings, result.retry_after_seconds, rng)
+    expires_at = n.expires_at
+    if expires_at is not None and when > expires_at:
+        return Decision(
+            Outcome(Status.EXPIRED, AttemptOutcome.RETRY, now, status, last_error=error)
+        )
+    if when > n.created_at + timedelta(seconds=settings.credential_hold_seconds):
+        outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
+        return Decision(outcome, dead_letter_reason="credential_hold")
     return Decision(
         Outcome(
             Status.RETRYING,

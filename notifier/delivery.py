@@ -1,9 +1,11 @@
 """One delivery: claim the stored notification, push it, write the outcome (docs/design.md 1, 4).
 
-Provider-agnostic: the worker hands in one :class:`~notifier.providers.base.Provider` per
-platform. The duplicate window (provider accepted, worker died before the outcome write) is
-kept as small as possible: the outcome is written right after the provider answers, before
-any side effect (device deactivation, dead-lettering) and before the caller acks.
+Provider-agnostic: the worker hands in a
+:class:`~notifier.providers.registry.ProviderRegistry` (each notification's app credential,
+else the environment's client of its platform). The duplicate window (provider accepted,
+worker died before the outcome write) is kept as small as possible: the outcome is written
+right after the provider answers, before any side effect (device deactivation,
+dead-lettering) and before the caller acks.
 
 What an answer means is :mod:`notifier.decisions`'s; what the outside sees (metrics,
 ``/stats``, logs) is :mod:`notifier.observer`'s; this module carries out the steps.
@@ -30,6 +32,7 @@ from notifier.eventloop import RunningLoop
 from notifier.models import Lane, Notification, Platform, utcnow
 from notifier.observer import DeliveryObserver, DeliveryStats
 from notifier.providers.base import Provider, PushOutcome, PushResult
+from notifier.providers.registry import ProviderRegistry
 from notifier.retrying import Backoff, retry
 from notifier.settings import Settings
 from notifier.store.base import ClaimResult, Outcome, StoreUnavailable
@@ -79,14 +82,19 @@ class Deliverer:
         *,
         settings: Settings,
         store: DeliveryStore,
-        providers: Mapping[Platform, Provider],
+        providers: ProviderRegistry | Mapping[Platform, Provider],
         dead_letters: DeadLetters,
         observer: DeliveryObserver | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.providers = providers
+        # the registry picks each notification's client: its app's credential or the default
+        self.providers = (
+            providers
+            if isinstance(providers, ProviderRegistry)
+            else ProviderRegistry.fixed(settings, providers)
+        )
         self.dead_letters = dead_letters
         self.observer = observer or DeliveryObserver()
         self._rng = rng
@@ -168,17 +176,11 @@ class Deliverer:
             self.observer.released(notification)
 
     async def _push(self, notification: Notification) -> PushResult:
-        platform = notification.target.platform
-        provider = self.providers.get(platform)
-        if provider is None:
-            return PushResult(
-                PushOutcome.PERMANENT,
-                code="provider_not_configured",
-                message=f"no {platform.value} provider is configured in this worker",
-            )
         started = time.perf_counter()
         try:
-            result = await self._deadlines.bound(provider.send(notification), self._push_timeout)
+            result = await self._deadlines.bound(
+                self.providers.send(notification), self._push_timeout
+            )
         except TimeoutError:
             result = PushResult(PushOutcome.RETRY, code="timeout", message="provider timed out")
         except Exception as exc:  # a client bug must not wedge the message: retry, then DLQ

@@ -216,3 +216,23 @@ QUEUE_WAIT = Gauge(
 def render(registry: CollectorRegistry) -> bytes:
     """The registry in the Prometheus text format."""
     return generate_latest(registry)
+
+
+# -- credentials (issue 16) -----------------------------------------------------------------
+# ``app`` is the app whose own credential it is, or ``(environment)`` for the environment's
+# default; bounded by the apps that store credentials, not by traffic.
+CREDENTIAL_HEALTHY = Gauge(
+    "notifier_credential_healthy",
+    "1 while this worker's client of the credential works, 0 once the provider refused it "
+    "(FCM 401/403, THIRD_PARTY_AUTH_ERROR, an OAuth2 token refusal, APNs 403 "
+    "InvalidProviderToken/ExpiredProviderToken); by app and provider.",
+    ["app", "provider"],
+    registry=WORKER_REGISTRY,
+)
+CREDENTIAL_LAST_SUCCESS = Gauge(
+    "notifier_credential_last_success_timestamp_seconds",
+    "Unix time of the last push the provider accepted under the credential, by app and "
+    "provider (absent until the first one).",
+    ["app", "provider"],
+    registry=WORKER_REGISTRY,
+)

@@ -171,6 +171,7 @@ class Notification:
     priority: Priority = Priority.HIGH
     lane: Lane = Lane.TRANSACTIONAL
     collapse_key: str | None = None
+    apns_topic: str | None = None  # None: the credential's first topic (issue 16)
     ttl_seconds: int | None = None
     status: Status = Status.PENDING
     scheduled_for: datetime | None = None

@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from notifier.credentials.sealing import parse_key
 from notifier.models import Lane
 
 ENV_PREFIX = "NOTIFIER_"
@@ -94,6 +103,18 @@ class Settings(BaseModel):
     apns_endpoint: str = "https://api.push.apple.com"
     provider_ca_file: Path | None = None
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Per-app credentials at rest (docs/credentials.md): the AES-256-GCM key, and during a
+    # rotation the key being replaced. SecretStr: never in a repr, a log or an error.
+    secrets_key: SecretStr | None = None
+    secrets_key_previous: SecretStr | None = None
+    # Per-app credentials in the workers (docs/credentials.md): how many pushes one app
+    # credential may have in flight in one worker (a slow or throttled credential cannot
+    # take every slot), how many app clients a worker keeps (LRU), how often an unhealthy
+    # credential is probed, and how long its notifications are held as retrying.
+    credential_concurrency: int = Field(default=32, ge=1, le=10_000)
+    credential_clients: int = Field(default=256, ge=1, le=100_000)
+    credential_probe_seconds: float = Field(default=10.0, gt=0, le=3600)
+    credential_hold_seconds: float = Field(default=86_400.0, gt=0)
 
     sweep_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     retry_base_seconds: float = Field(default=10.0, gt=0)
@@ -121,6 +142,13 @@ class Settings(BaseModel):
                 f"must name lanes among {', '.join(sorted(known))} (comma-separated), got {v!r}"
             )
         return tuple(Lane(name) for name in dict.fromkeys(names))
+
+    @field_validator("secrets_key", "secrets_key_previous")
+    @classmethod
+    def _secrets_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            parse_key(v.get_secret_value())  # its error quotes nothing of the value
+        return v
 
     @field_validator("store_url")
     @classmethod
@@ -156,6 +184,10 @@ class Settings(BaseModel):
             for name, value in given.items():
                 if not value:
                     raise _FieldError(name, "is required when APNs is configured")
+        if self.secrets_key_previous is not None and self.secrets_key is None:
+            raise _FieldError(
+                "secrets_key", "is required when NOTIFIER_SECRETS_KEY_PREVIOUS is set"
+            )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise _FieldError("retry_max_seconds", "must be >= NOTIFIER_RETRY_BASE_SECONDS")
         return self

@@ -86,6 +86,8 @@ async def _stats(request: web.Request) -> web.Response:
         "consumer_alive": state.consumer.alive,
         "by_status": sweeper.by_status,
         "queue_depths": sweeper.queue_depths,
+        # each provider client's credential: app ("(environment)": the default), health
+        "credentials": state.deliverer.providers.health(),
     }
     return json_response(body)
 

@@ -12,17 +12,17 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from notifier import eventloop, metrics
 from notifier.broker import Broker
 from notifier.delivery import Deliverer
 from notifier.logging import configure_logging, get_logger
-from notifier.models import Platform
-from notifier.providers.base import Provider
+from notifier.providers.registry import ProviderRegistry
 from notifier.retrying import Backoff, Stopped, retry
 from notifier.settings import Settings
+from notifier.store.base import NotificationStore
 from notifier.store.batching import BatchedStore
 from notifier.store.factory import open_store
 from notifier.sweeper import QueueHead, Sweeper
@@ -60,16 +60,18 @@ async def _until_connected(
         return None
 
 
-@contextlib.asynccontextmanager
-async def _providers(settings: Settings) -> AsyncIterator[dict[Platform, Provider]]:
+def _registry(settings: Settings, store: NotificationStore) -> ProviderRegistry:
+    """The environment's clients, plus the apps' own credentials when a secrets key is set
+    (without one the worker pushes with the environment's credentials only, as before)."""
+    from notifier.credentials.vault import NoSecretsKey, keyring_from
     from notifier.providers.factory import build_providers
 
-    providers = build_providers(settings)
     try:
-        yield providers
-    finally:
-        for provider in providers.values():
-            await provider.close()
+        keyring = keyring_from(settings)
+    except NoSecretsKey:
+        log.info("app_credentials_off", reason="NOTIFIER_SECRETS_KEY is not set")
+        return ProviderRegistry(settings, build_providers(settings), store=store)
+    return ProviderRegistry(settings, build_providers(settings), store=store, keyring=keyring)
 
 
 async def run_worker(settings: Settings, host: str, metrics_port: int, concurrency: int) -> None:
@@ -91,7 +93,7 @@ async def run_worker(settings: Settings, host: str, metrics_port: int, concurren
             return
         stack.push_async_callback(broker.close)
         log.info("broker_connected", queue=settings.queue)
-        providers = await stack.enter_async_context(_providers(settings))
+        providers = await stack.enter_async_context(_registry(settings, store))
         # claims and outcome writes of concurrent deliveries share store round trips
         batched = await stack.enter_async_context(
             BatchedStore(store, worker_id, settings.lock_seconds)

@@ -265,7 +265,7 @@ class ApnsProvider:
         return cls(token, topic=topic, endpoint=endpoint, transport=transport)
 
     async def send(self, notification: Notification) -> PushResult:
-        request = build_apns_request(notification, self._topic)
+        request = build_apns_request(notification, notification.apns_topic or self._topic)
         refused = check_apns_request(request)
         if refused is not None:
             return _recorded(refused)

@@ -24,7 +24,10 @@ from pyreqwest.client import Client, ClientBuilder
 from notifier.metrics import PROVIDER_RESPONSES
 from notifier.providers.base import PushResult
 
-FailureKind = Literal["timeout", "connection"]
+FailureKind = Literal["timeout", "connection", "tls"]
+# words of a TLS failure in rustls'/hyper's causes: the provider's certificate is not trusted,
+# expired or for another name, or the handshake failed (a credential's health: issue 16)
+_TLS_WORDS = ("certificate", "tls", "handshake")
 
 _CONNECT_TIMEOUT = timedelta(seconds=5)
 _IDLE_TIMEOUT = timedelta(minutes=10)
@@ -32,7 +35,8 @@ _PING_INTERVAL = timedelta(seconds=30)
 
 
 class TransportFailure(Exception):
-    """No HTTP answer came: ``kind`` is ``timeout`` or ``connection``; the text is safe to log."""
+    """No HTTP answer came: ``kind`` is ``timeout``, ``tls`` (the handshake or the provider's
+    certificate failed) or ``connection``; the text is safe to log."""
 
     def __init__(self, kind: FailureKind, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
@@ -103,7 +107,9 @@ class HttpTransport:
         except rq_errors.RequestTimeoutError as exc:
             raise TransportFailure("timeout", _describe(exc, url)) from None
         except rq_errors.RequestError as exc:
-            raise TransportFailure("connection", _describe(exc, url)) from None
+            detail = _describe(exc, url)
+            kind: FailureKind = "tls" if _is_tls(detail) else "connection"
+            raise TransportFailure(kind, detail) from None
         wanted = {name: value for name in want_headers if (value := response.get_header(name))}
         return HttpResponse(status=response.status, headers=wanted, body=payload)
 
@@ -117,6 +123,11 @@ def _describe(exc: rq_errors.RequestError, url: str) -> str:
     useful = [c for c in causes if "url (" not in c and c]
     text = "; ".join(useful[-2:]) or exc.message or type(exc).__name__
     return text.replace(url, "<url>")[:300]
+
+
+def _is_tls(detail: str) -> bool:
+    lowered = detail.lower()
+    return any(word in lowered for word in _TLS_WORDS)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -136,7 +147,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-_LOCAL_CODES = frozenset({"config_error", "timeout", "connection"})
+_LOCAL_CODES = frozenset({"config_error", "timeout", "connection", "tls"})
 
 
 class ResponseCounter:

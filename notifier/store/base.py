@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifier.models import (
     AttemptOutcome,
@@ -132,6 +132,47 @@ class RecoveredLock:
     @property
     def wake(self) -> Wake:
         return Wake(self.id, self.app, self.lane)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class StoredCredential:
+    """An app's provider credential as the store keeps it (``notifier.credentials.vault``
+    seals and opens it): the ciphertext, the id of the secrets key that sealed it, and the
+    public summary (fingerprint, key ids, topics ...) shown without decrypting anything.
+
+    ``version`` starts at 1 and grows by one on every put, and a delete leaves a tombstone
+    (``deleted``, empty ciphertext) with a greater version, so a poller of
+    :meth:`NotificationStore.credentials_changed_since` sees deletions too.
+    """
+
+    app: str
+    provider: str  # "fcm" or "apns"
+    secrets_key_id: str
+    ciphertext: bytes
+    public: dict[str, Any]
+    version: int
+    updated_at: datetime
+    deleted: bool = False
+
+    def __repr__(self) -> str:  # never the ciphertext
+        return (
+            f"StoredCredential(app={self.app!r}, provider={self.provider!r}, "
+            f"version={self.version}, deleted={self.deleted})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialHealthRecord:
+    """A credential's health as the workers last reported it (issue 16): written by a
+    worker when its view of the credential changes, read by ``GET
+    /v1/apps/me/credentials/health``. ``app`` is the app, or ``"(environment)"`` for the
+    environment's default credential; ``code`` is the refusal's code when unhealthy."""
+
+    app: str
+    provider: str  # "fcm" or "apns"
+    healthy: bool
+    changed_at: datetime
+    code: str | None = None
 
 
 class NotificationStore(Protocol):
@@ -341,3 +382,59 @@ class NotificationStore(Protocol):
         :func:`is_api_key_id` form; any other value matches nothing): the app it belonged
         to, or None when no key has that id. API replicas cache a key for at most
         ``api.auth.CACHE_SECONDS``, so it stops working everywhere within that time."""
+
+    # -- provider credentials (issue 16) ---------------------------------------------------------
+    async def put_credential(
+        self,
+        app: str,
+        provider: str,
+        *,
+        secrets_key_id: str,
+        ciphertext: bytes,
+        public: dict[str, Any],
+        now: datetime,
+        if_version: int | None = None,
+    ) -> StoredCredential | None:
+        """Upsert ``app``'s ``provider`` credential: ``version`` + 1 (1 when new or after a
+        delete), ``updated_at = now``, ``deleted`` false. The stored record.
+
+        ``if_version`` makes it a compare-and-set: written only if the stored version is
+        exactly that (the rotation's re-encryption, which must not undo a concurrent
+        ``set``); None (nothing written) otherwise.
+        """
+
+    async def get_credentials(self, app: str) -> list[StoredCredential]:
+        """``app``'s live credentials (no tombstones), by provider."""
+
+    async def delete_credential(self, app: str, provider: str, now: datetime) -> bool:
+        """Leave a tombstone (``deleted``, ciphertext emptied, version + 1, ``updated_at =
+        now``); False when there was no live credential."""
+
+    async def list_credentials(self) -> list[StoredCredential]:
+        """Every live credential of every app, by app and provider (the key rotation)."""
+
+    async def credentials_changed_since(self, since: datetime) -> list[StoredCredential]:
+        """Credentials (tombstones included) with ``updated_at >= since``, oldest first.
+
+        An indexed range read that costs the changes, not the table: workers poll it every
+        few seconds (see ``notifier.credentials.vault.CredentialWatch``), passing the last
+        poll's start less an overlap for clock skew and late commits, and compare versions.
+        """
+
+    async def put_credential_health(self, record: CredentialHealthRecord) -> None:
+        """Store ``record`` as the (app, provider)'s health unless a later one is stored
+        (``changed_at`` decides between workers)."""
+
+    async def get_credential_health(self, apps: Sequence[str]) -> list[CredentialHealthRecord]:
+        """The health records of these apps, by app and provider."""
+
+    # -- admin keys: the admin API's bearer keys, apart from apps' keys --------------------------
+    async def add_admin_key(self, key_hash: str, now: datetime) -> None: ...
+
+    async def is_admin_key_hash(self, key_hash: str) -> bool: ...
+
+    async def list_admin_keys(self) -> list[ApiKeyInfo]:
+        """Every admin key, oldest first, as ids (``app`` is empty)."""
+
+    async def revoke_admin_key(self, key_id: str) -> bool:
+        """Delete the admin key with this id (:func:`is_api_key_id` form); False if none."""

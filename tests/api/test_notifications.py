@@ -20,8 +20,8 @@ APNS = {"platform": "apns", "token": APNS_TOKEN}
 FCM = {"platform": "fcm", "token": FCM_TOKEN}
 NOTIFICATION_KEYS = {
     "id", "user_id", "target", "title", "body", "data", "priority", "lane", "ttl_seconds",
-    "collapse_key", "status", "scheduled_for", "attempts", "history", "last_error", "sent_at",
-    "provider_message_id", "created_at", "updated_at",
+    "collapse_key", "apns_topic", "status", "scheduled_for", "attempts", "history",
+    "last_error", "sent_at", "provider_message_id", "created_at", "updated_at",
 }  # fmt: skip
 
 

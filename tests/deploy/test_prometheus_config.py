@@ -38,6 +38,8 @@ REQUIRED_ALERTS = {
     "NotifierUnknownOutcomes",
     "NotifierTransactionalLatencySLOBreach",
     "NotifierBulkBacklogOld",
+    "NotifierCredentialUnhealthy",
+    "NotifierCredentialNoRecentSuccess",
 }
 
 
@@ -161,6 +163,8 @@ def test_every_metric_in_dashboards_and_rules_is_exported_by_the_code() -> None:
         "notifier_http_request_duration_seconds_bucket",
         "notifier_duplicates_suppressed_total",
         "notifier_queue_wait_seconds",  # the lanes' backlog age
+        "notifier_credential_healthy",  # issue 16
+        "notifier_credential_last_success_timestamp_seconds",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):

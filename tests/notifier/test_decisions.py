@@ -4,6 +4,7 @@ what follows (deactivation, dead-lettering). Pure: no store, no broker, no clock
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -91,6 +92,33 @@ TABLE = [
         Status.EXPIRED, AttemptOutcome.RETRY, None, False, None, "retry",
         id="retry-past-the-ttl-expires",
     ),
+    # issue 16: the credential, not the notification, is at fault: held as retrying past
+    # max_attempts (on a time budget, credential_hold_seconds), still bounded by the TTL
+    pytest.param(
+        PushResult(R.RETRY, 403, code="config_error"), 5, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 60.0, False, None, "config_error",
+        id="credential-refused-held-past-max-attempts",
+    ),
+    pytest.param(
+        PushResult(R.RETRY, code="credential_unhealthy", retry_after_seconds=30), 9, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 60.0, False, None, "credential_unhealthy",
+        id="credential-unhealthy-held",
+    ),
+    pytest.param(
+        PushResult(R.RETRY, code="tls"), 5, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 60.0, False, None, "tls",
+        id="tls-failure-held-past-max-attempts",
+    ),
+    pytest.param(
+        PushResult(R.RETRY, code="credential_busy"), 1, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 10.0, False, None, "credential_busy",
+        id="credential-busy-held",
+    ),
+    pytest.param(
+        PushResult(R.RETRY, 401, code="config_error"), 5, 5,
+        Status.EXPIRED, AttemptOutcome.RETRY, None, False, None, "config_error",
+        id="credential-hold-ends-at-the-ttl",
+    ),
 ]  # fmt: skip
 
 
@@ -145,3 +173,16 @@ def test_retry_timing_is_full_jitter_below_the_ceiling() -> None:
     }
     assert all(n is not None and NOW <= n <= NOW + timedelta(seconds=20) for n in nexts)
     assert len(nexts) > 100  # spread, not one fixed delay
+
+
+def test_a_held_notification_fails_once_its_credential_hold_budget_is_spent() -> None:
+    settings = load_settings({}, retry_base_seconds=10, retry_max_seconds=60,
+                             credential_hold_seconds=3600)  # fmt: skip
+    old = note(attempts=40)
+    young = replace(old, created_at=NOW - timedelta(seconds=3000))
+    aged = replace(old, created_at=NOW - timedelta(seconds=3590))
+    refused = PushResult(R.RETRY, 403, code="config_error")
+    assert decide(young, refused, NOW, settings, Ceiling()).outcome.status is Status.RETRYING
+    failed = decide(aged, refused, NOW, settings, Ceiling())
+    assert failed.outcome.status is Status.FAILED
+    assert failed.dead_letter_reason == "credential_hold"

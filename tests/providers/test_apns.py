@@ -243,7 +243,7 @@ async def test_thousand_concurrent_pushes_share_few_connections_and_one_jwt(
     assert mints() == before + 1
 
 
-async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
+async def test_without_our_ca_the_emulator_is_refused_as_a_tls_retry(
     emulator: Any,
 ) -> None:
     env = {k: v for k, v in emulator.env.items() if k != "NOTIFIER_PROVIDER_CA_FILE"}
@@ -251,7 +251,7 @@ async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
     result = await send_with(load_settings(env), n)
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
-        "connection",
+        "tls",
         None,
     )
     assert result.message and n.target.token not in result.message

@@ -211,14 +211,14 @@ async def test_thousand_concurrent_sends_share_one_token_fetch_and_few_connectio
     assert after["token_requests"] == before["token_requests"] + 1
 
 
-async def test_without_our_ca_the_emulator_is_refused_as_a_connection_retry(
+async def test_without_our_ca_the_emulator_is_refused_as_a_tls_retry(
     emulator: Any,
 ) -> None:
     env = {k: v for k, v in emulator.env.items() if k != "NOTIFIER_PROVIDER_CA_FILE"}
     result = await send_with(load_settings(env), fcm_notification())
     assert (result.outcome, result.code, result.provider_status) == (
         PushOutcome.RETRY,
-        "connection",
+        "tls",
         None,
     )
     assert result.message and "certificate" in result.message

@@ -17,6 +17,7 @@ async def test_inserted_notification_reads_back_with_every_field(
         now,
         user_id="u1",
         collapse_key="c1",
+        apns_topic="com.example.a.voip",
         ttl_seconds=3600,
         scheduled_for=now + timedelta(hours=1),
         status=Status.SCHEDULED,

@@ -33,6 +33,7 @@ _OPTIONAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("title", "title"),
     ("body", "body"),
     ("collapse_key", "collapse_key"),
+    ("apns_topic", "apns_topic"),
     ("ttl_seconds", "ttl_seconds"),
     ("scheduled_for", "scheduled_for"),
     ("next_attempt_at", "next_attempt_at"),

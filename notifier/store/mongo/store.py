@@ -45,6 +45,7 @@ from notifier.store.base import (
 )
 from notifier.store.mongo import queries as q
 from notifier.store.mongo.client import Document, mapped, open_database
+from notifier.store.mongo.credentials import CredentialStoreMixin
 from notifier.store.mongo.devices import DeviceStoreMixin
 from notifier.store.mongo.documents import (
     WAKE_FIELDS,
@@ -67,7 +68,7 @@ from notifier.store.semantics import (
 DUPLICATE_KEY = 11000
 
 
-class MongoStore(DeviceStoreMixin, SharedStoreLogic):
+class MongoStore(CredentialStoreMixin, DeviceStoreMixin, SharedStoreLogic):
     """:class:`~notifier.store.base.NotificationStore` on MongoDB."""
 
     kind = "mongodb"
@@ -78,6 +79,9 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         self._notifications: AsyncCollection[Document] = db["notifications"]
         self._devices = db["devices"]
         self._api_keys = db["api_keys"]
+        self._credentials = db["credentials"]
+        self._admin_keys = db["admin_keys"]
+        self._credential_health = db["credential_health"]
         self.closed = False
 
     @classmethod
@@ -97,6 +101,7 @@ class MongoStore(DeviceStoreMixin, SharedStoreLogic):
         """Create the indexes (and so the collections); a no-op when they exist."""
         await self._notifications.create_indexes(q.NOTIFICATION_INDEXES)
         await self._devices.create_indexes(q.DEVICE_INDEXES)
+        await self._setup_credentials()
 
     async def close(self) -> None:
         self.closed = True

@@ -44,7 +44,7 @@ def storable(*values: str | None) -> bool:
 
 def check_storable(n: Notification) -> None:
     """Raise ValueError when a notification holds text PostgreSQL cannot store."""
-    texts = (n.id, n.app, n.user_id, n.target.token, n.title, n.body, n.collapse_key)
+    texts = (n.id, n.app, n.user_id, n.target.token, n.title, n.body, n.collapse_key, n.apns_topic)
     extra = (n.idempotency_key, n.request_fingerprint)
     if not storable(*texts, *extra, *n.data.keys(), *n.data.values()):
         raise ValueError(
@@ -87,6 +87,7 @@ def notification_from_row(row: Mapping[str, Any]) -> Notification:
         priority=Priority(row["priority"]),
         lane=Lane(row["lane"]),
         collapse_key=row["collapse_key"],
+        apns_topic=row["apns_topic"],
         ttl_seconds=row["ttl_seconds"],
         status=Status(row["status"]),
         scheduled_for=row["scheduled_for"],
@@ -137,6 +138,7 @@ def insert_columns(notifications: Sequence[Notification]) -> list[list[Any]]:
             dumps([a.to_dict() for a in n.history]),
             n.created_at,
             n.updated_at,
+            n.apns_topic,
         )
         for n in notifications
     ]

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     priority text NOT NULL,
     lane text NOT NULL DEFAULT 'transactional',
     collapse_key text,
+    apns_topic text,
     ttl_seconds integer,
     status text NOT NULL,
     scheduled_for timestamptz,
@@ -69,6 +70,15 @@ DO $$ BEGIN
                    WHERE attrelid = 'notifications'::regclass AND attname = 'lane'
                      AND NOT attisdropped) THEN
         ALTER TABLE notifications ADD COLUMN lane text NOT NULL DEFAULT 'transactional';
+    END IF;
+END $$;
+-- apns_topic came with per-app credentials (issue 16): nullable, so adding it is
+-- metadata-only too; asked for only when missing, as lane above.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'notifications'::regclass AND attname = 'apns_topic'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE notifications ADD COLUMN apns_topic text;
     END IF;
 END $$;
 -- the design's (status, next_attempt_at) and (status, lock_expiry), partial: only open documents
@@ -151,6 +161,7 @@ INSERT_COLUMNS = (
     "history",
     "created_at",
     "updated_at",
+    "apns_topic",
 )
 # PostgreSQL array type of each column above, for ``unnest``; jsonb travels as text.
 INSERT_ARRAY_TYPES = (
@@ -177,6 +188,7 @@ INSERT_ARRAY_TYPES = (
     "text",
     "timestamptz",
     "timestamptz",
+    "text",
 )
 _JSON_COLUMNS = {"data", "last_error", "history"}
 

@@ -38,7 +38,8 @@ from notifier.store.base import (
     StoreUnavailable,
     is_api_key_id,
 )
-from notifier.store.postgres import sql
+from notifier.store.postgres import credentials, sql
+from notifier.store.postgres.credentials import CredentialStoreMixin
 from notifier.store.postgres.pool import create_pool, is_unavailable
 from notifier.store.postgres.rows import (
     check_storable,
@@ -62,7 +63,7 @@ from notifier.store.semantics import (
 )
 
 
-class PostgresStore(SharedStoreLogic):
+class PostgresStore(CredentialStoreMixin, SharedStoreLogic):
     """:class:`~notifier.store.base.NotificationStore` on PostgreSQL."""
 
     kind = "postgresql"
@@ -106,6 +107,7 @@ class PostgresStore(SharedStoreLogic):
         async with self._conn() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SETUP_LOCK_KEY)
             await conn.execute(sql.SCHEMA)
+            await conn.execute(credentials.SCHEMA)
 
     async def close(self) -> None:
         await self._pool.close()
