@@ -55,7 +55,9 @@ def apns_refusal(n: Notification) -> str | None:
     refused = check_apns_request(request)
     if refused is not None:
         return refused.code
-    reason = _check_headers(request.headers, TOPIC)
+    if request.headers.get("apns-topic") != TOPIC:  # the emulator's key has this one topic
+        return "BadTopic"
+    reason = _check_headers(request.headers)
     if reason is not None:
         return reason
     problem = _check_payload(request.body, request.headers["apns-push-type"])
