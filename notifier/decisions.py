@@ -97,6 +97,13 @@ def decide(
         outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
         return Decision(outcome, dead_letter_reason="max_attempts")
     when = next_attempt_at(now, n.attempts, settings, result.retry_after_seconds, rng)
+    return _retry_at(n, when, now, status, error)
+
+
+def _retry_at(
+    n: Notification, when: datetime, now: datetime, status: int | None, error: LastError
+) -> Decision:
+    """Retry at ``when``, or expire if that is past the notification's TTL."""
     expires_at = n.expires_at
     if expires_at is not None and when > expires_at:
         return Decision(
@@ -129,20 +136,8 @@ def _hold(
     status = result.provider_status
     when = next_attempt_at(now, n.attempts, settings, result.retry_after_seconds, rng)
     expires_at = n.expires_at
-    if expires_at is not None and when > expires_at:
-        return Decision(
-            Outcome(Status.EXPIRED, AttemptOutcome.RETRY, now, status, last_error=error)
-        )
-    if when > n.created_at + timedelta(seconds=settings.credential_hold_seconds):
+    held_until = n.created_at + timedelta(seconds=settings.credential_hold_seconds)
+    if when > held_until and (expires_at is None or when <= expires_at):
         outcome = Outcome(Status.FAILED, AttemptOutcome.RETRY, now, status, last_error=error)
         return Decision(outcome, dead_letter_reason="credential_hold")
-    return Decision(
-        Outcome(
-            Status.RETRYING,
-            AttemptOutcome.RETRY,
-            now,
-            status,
-            next_attempt_at=when,
-            last_error=error,
-        )
-    )
+    return _retry_at(n, when, now, status, error)
