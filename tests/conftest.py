@@ -104,6 +104,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[:] = rest + disruptive
 
 
+_vhost_emptied = False
+
+
+@pytest.fixture(autouse=True)
+def _empty_vhost_before_a_restart(request: pytest.FixtureRequest) -> None:
+    """Before the first test that stops a shared service (they run last), empty this
+    session's vhost. A RabbitMQ ``start_app`` recovers every quorum queue on the node, and
+    the thousands the earlier tests left (each test's work queue and both lanes' dead-letter
+    queues) made it take over a minute in CI, so that the tests after it could not connect.
+    Autouse: it runs before the test's own fixtures declare its queues."""
+    global _vhost_emptied
+    if _vhost_emptied or TEST_VHOST is None:
+        return
+    if request.node.get_closest_marker("disruptive") is None:
+        return
+    _vhost_emptied = True
+    subprocess.run([SERVICES, "vhost-delete", TEST_VHOST], check=True)
+    subprocess.run([SERVICES, "vhost-add", TEST_VHOST], check=True)
+
+
 @pytest.fixture(scope="session")
 def services() -> None:
     """RabbitMQ, PostgreSQL and MongoDB answer (ensured at session start)."""
