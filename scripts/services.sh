@@ -81,12 +81,15 @@ rabbit_up_now() { rabbit_ctl -q await_startup --timeout 1 >/dev/null 2>&1; }
 rabbit_up() {
     if rabbit_up_now; then log "rabbitmq: already running"; return 0; fi
     log "rabbitmq: starting"
-    # As its systemd unit does (LimitNOFILE): with a shell's 1024 open files, RabbitMQ's file
-    # handle budget ran out under the suite's quorum queues and new connections hung in
-    # rabbit_networking:setup_socket (waiting on file_handle_cache) until some closed.
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    # More open files, as its systemd unit gives it (LimitNOFILE): at the 1024 of a login,
+    # RabbitMQ's file handle budget ran out under the suite's quorum queues and new
+    # connections hung in rabbit_networking:setup_socket (file_handle_cache) for minutes.
+    # rabbitmq-server switches to the rabbitmq user (limits reset), then sources this file.
+    if ! grep -qs '^ulimit -n' /etc/rabbitmq/rabbitmq-env.conf; then
+        echo 'ulimit -n 20000 2>/dev/null || true' | $SUDO tee -a /etc/rabbitmq/rabbitmq-env.conf >/dev/null
+    fi
     $SUDO env "${RABBIT_ENV[@]}" ERL_EPMD_ADDRESS=127.0.0.1 epmd -daemon || true
-    $SUDO env "${RABBIT_ENV[@]}" bash -c "ulimit -n \$(ulimit -Hn) 2>/dev/null; exec rabbitmq-server -detached" >/dev/null 2>&1 || true
+    $SUDO env "${RABBIT_ENV[@]}" rabbitmq-server -detached >/dev/null 2>&1 || true
     for _ in $(seq 1 120); do
         if rabbit_up_now; then log "rabbitmq: ready on 127.0.0.1:5672"; return 0; fi
         sleep 1
