@@ -106,6 +106,8 @@ class Consumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()  # set by stop(): ends the store-outage retries at once
+        # per message: the gauge's children looked up once (a labels() call takes its lock)
+        self._queue_wait = {lane: metrics.QUEUE_WAIT.labels(lane.value) for lane in Lane}
 
     async def start(self) -> None:
         """Open the channels and start consuming (robust: restored after a reconnect)."""
@@ -230,7 +232,7 @@ class Consumer:
         self.queue_head.seen(queue, message.timestamp)
         if message.timestamp is not None:
             waited = time.time() - as_utc(message.timestamp).timestamp()
-            metrics.QUEUE_WAIT.labels(lane.value).set(max(0.0, waited))
+            self._queue_wait[lane].set(max(0.0, waited))
         task = asyncio.get_running_loop().create_task(self._handle(message, lane, app))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
