@@ -16,8 +16,16 @@ DELETE   /_emulator/faults[/{token}]     clear every fault, or one token's
 POST     /_emulator/auth                 ``{"expire_access_tokens": true, "reject_fcm": N,
                                          "reject_apns": N, "reject_token": N,
                                          "token_lifetime": S}`` (any subset)
+GET      /_emulator/latency              the latency profile: ``{"fcm": {"min_ms",
+                                         "max_ms"}, "apns": {...}, "profile":
+                                         "fcm=30-60,apns=20-80", "distribution"}``
+POST     /_emulator/latency              replace it: ``{"fcm": {"min_ms": 30, "max_ms":
+                                         60}, "apns": {...}}`` (a platform left out answers
+                                         at once) or ``{"profile": "fcm=30-60,apns=20-80"}``
+DELETE   /_emulator/latency              back to the profile given at start (``--latency``)
 POST     /_emulator/reset                forget counts, faults and switches (credential
-                                         faults too; added credentials stay)
+                                         faults too; added credentials stay); the latency
+                                         profile goes back to the one given at start
 =======  ==============================  ==================================================
 
 Credentials (several FCM projects and APNs keys, their faults) have their own routes:
@@ -38,6 +46,9 @@ Fault kinds (per device token; a token has one fault plus, independently, a dela
 - ``slow`` (delay_ms): every request waits that long before it is handled.
 - ``error`` (count N, status, reason): the next N get that status with that APNs reason or
   FCM errorCode (empty reason: FCM error without an FcmError detail).
+
+The latency profile (:mod:`emulator.latency`) is global per platform, unlike ``slow``: every
+push answer of the platform waits a delay drawn uniformly from ``[min_ms, max_ms]``.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ import orjson
 
 from emulator import admin_credentials
 from emulator.credentials import CredentialRegistry
+from emulator.latency import LatencyProfile
 from emulator.state import EmulatorState, Fault, FaultKind
 
 Response = tuple[int, list[tuple[str, str]], bytes]
@@ -109,6 +121,14 @@ def _set_auth(state: EmulatorState, body: dict[str, Any]) -> Response:
     return _json(200, {"ok": True, "expired": expired})
 
 
+def _set_latency(state: EmulatorState, body: dict[str, Any]) -> Response:
+    try:
+        state.latency = LatencyProfile.from_json(body)
+    except ValueError as exc:
+        return _bad(f"latency: {exc}")
+    return _json(200, state.latency.to_json())
+
+
 def _decoded(entry: dict[str, Any]) -> dict[str, Any]:
     payload = entry.get("payload")
     if isinstance(payload, bytes):
@@ -119,6 +139,8 @@ def _decoded(entry: dict[str, Any]) -> dict[str, Any]:
 def _get(state: EmulatorState, registry: CredentialRegistry, route: str, query: str) -> Response:
     if route == "health":
         return _json(200, {"ok": True, "pid": os.getpid()})
+    if route == "latency":
+        return _json(200, state.latency.to_json())
     if route == "summary":
         return _json(200, {**state.summary(), "by_credential": registry.summary()})
     if route == "deliveries":
@@ -157,6 +179,9 @@ def handle(
         else:
             state.clear_fault(token)
         return _json(200, {"ok": True})
+    if method == "DELETE" and route == "latency":
+        state.latency = state.default_latency
+        return _json(200, state.latency.to_json())
     if method != "POST":
         return _json(405, {"error": "method not allowed"})
     try:
@@ -169,6 +194,8 @@ def handle(
         return _set_fault(state, body)
     if route == "auth":
         return _set_auth(state, body)
+    if route == "latency":
+        return _set_latency(state, body)
     if route == "reset":
         state.reset()
         registry.reset()

@@ -6,6 +6,7 @@ One object serves everything on one TLS port (ALPN h2 and http/1.1): ``/3/device
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from emulator import admin
@@ -52,8 +53,10 @@ class EmulatorApp:
             status, out, payload = await self.apns.handle(
                 method, path, scope.http_version, headers, body, scope.client
             )
+            await self._provider_latency("apns")
         elif path.startswith("/v1/projects/"):
             status, out, payload = await self.fcm.send(method, path, headers, body, scope.client)
+            await self._provider_latency("fcm")
         elif path == "/token":
             status, out, payload = self.fcm.token(method, body)
         elif path.startswith(admin.PREFIX):
@@ -63,3 +66,12 @@ class EmulatorApp:
         else:
             status, out, payload = _NOT_FOUND
         protocol.response_bytes(status, out, payload)
+
+    async def _provider_latency(self, platform: str) -> None:
+        """Wait out the latency profile (:mod:`emulator.latency`) before a push's answer.
+
+        A sleep in this request's task: other requests and streams go on meanwhile.
+        """
+        delay = self.state.latency.delay(platform)
+        if delay:
+            await asyncio.sleep(delay)

@@ -98,6 +98,25 @@ class EmulatorControl:
     async def clear_faults(self, token: str | None = None) -> None:
         await self._call("DELETE", "faults" if token is None else f"faults/{token}")
 
+    # latency ---------------------------------------------------------------------------
+
+    async def latency(self) -> dict[str, Any]:
+        """The latency profile: ``{"fcm": {"min_ms", "max_ms"}, ..., "profile": "fcm=30-60",
+        "distribution": "uniform"}``."""
+        result: dict[str, Any] = await self._call("GET", "latency")
+        return result
+
+    async def set_latency(self, profile: str) -> dict[str, Any]:
+        """Every push answer of a platform waits per ``profile`` (``fcm=30-60,apns=20-80``,
+        ``real``, ``none``): see :mod:`emulator.latency`. A bad profile is a 400."""
+        result: dict[str, Any] = await self._call("POST", "latency", {"profile": profile})
+        return result
+
+    async def reset_latency(self) -> dict[str, Any]:
+        """Back to the profile the emulator started with."""
+        result: dict[str, Any] = await self._call("DELETE", "latency")
+        return result
+
     # auth ------------------------------------------------------------------------------
 
     async def set_auth(

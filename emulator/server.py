@@ -20,13 +20,16 @@ from pathlib import Path
 
 from emulator.app import EmulatorApp
 from emulator.keys import KeySet, check_env_dir, ensure_keys
+from emulator.latency import DISTRIBUTION, LatencyProfile
 from emulator.state import EmulatorState
 from emulator.tls import public_url
 from notifier import eventloop
 
 DEFAULT_PORT = 8443
 STOP_GRACE_SECONDS = 1.0
-MAX_CONCURRENT_STREAMS = 1000  # what APNs advertises once a connection is authorized
+# SETTINGS_MAX_CONCURRENT_STREAMS: 1000 is what APNs advertises once a connection is
+# authorized; Google's front ends advertise 100 (--max-streams 100 to see FCM's limit)
+MAX_CONCURRENT_STREAMS = 1000
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 _PUBLIC_URL_HELP = "URL clients use, https://HOST[:PORT]; in notifier.env, token_uri, the cert"
 _ENV_DIR_HELP = "where readers of notifier.env mount the keys directory (default: the directory)"
@@ -45,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--public-url", help=f"{_PUBLIC_URL_HELP} (default https://HOST:PORT)")
     parser.add_argument("--env-dir", type=Path, help=_ENV_DIR_HELP)
+    parser.add_argument(
+        "--latency",
+        default="none",
+        metavar="PROFILE",
+        help="delay push answers: fcm=30-60,apns=20-80 (ms, uniform), real, none (default)",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=MAX_CONCURRENT_STREAMS,
+        help=f"HTTP/2 stream limit advertised (default {MAX_CONCURRENT_STREAMS})",
+    )
     return parser
 
 
@@ -89,7 +104,9 @@ def check_port_free(host: str, port: int) -> None:
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def _serve(app: EmulatorApp, keys: KeySet, host: str, port: int) -> None:
+async def _serve(
+    app: EmulatorApp, keys: KeySet, host: str, port: int, max_streams: int = MAX_CONCURRENT_STREAMS
+) -> None:
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP2Settings
     from granian.server.embed import Server
@@ -103,7 +120,7 @@ async def _serve(app: EmulatorApp, keys: KeySet, host: str, port: int) -> None:
         websockets=False,
         backlog=2048,
         backpressure=4096,
-        http2_settings=HTTP2Settings(max_concurrent_streams=MAX_CONCURRENT_STREAMS),
+        http2_settings=HTTP2Settings(max_concurrent_streams=max_streams),
         ssl_cert=keys.cert_file,
         ssl_key=keys.cert_key_file,
         ssl_protocol_min=SSLProtocols.tls12,
@@ -130,6 +147,8 @@ def serve(
     *,
     public: str | None = None,
     env_dir: Path | None = None,
+    latency: LatencyProfile | None = None,
+    max_streams: int = MAX_CONCURRENT_STREAMS,
 ) -> None:
     """Create missing credentials, then serve until SIGTERM/SIGINT (blocking).
 
@@ -140,10 +159,12 @@ def serve(
     check_env_dir(env_dir)
     check_port_free(host, port)
     keys = ensure_keys(keys_dir, endpoint, env_dir=env_dir)
-    app = EmulatorApp(keys, EmulatorState(token_lifetime=token_lifetime))
+    app = EmulatorApp(keys, EmulatorState(token_lifetime=token_lifetime, latency=latency))
     print(f"emulator serving {endpoint}  (settings: set -a; . {keys.env_file})", flush=True)
+    if latency:
+        print(f"emulator latency profile: {latency} ms ({DISTRIBUTION})", flush=True)
     try:
-        eventloop.run(_serve(app, keys, host, port))
+        eventloop.run(_serve(app, keys, host, port, max_streams))
     except RuntimeError as exc:  # granian's bind failed after all (a race with another)
         # granian appends a Rust backtrace to its message: the first line says it all
         reason = (str(exc).splitlines() or ["failed"])[0]
@@ -171,6 +192,12 @@ def main(argv: list[str]) -> int:
         argv = argv[1:]
     args = _parser().parse_args(argv)
     try:
+        latency = LatencyProfile.parse(args.latency)
+    except ValueError as exc:
+        return _fail(ValueError(f"--latency: {exc}"), 2)
+    if not 1 <= args.max_streams <= 100_000:
+        return _fail(ValueError("--max-streams must be 1..100000"), 2)
+    try:
         serve(
             args.keys,
             args.host,
@@ -178,6 +205,8 @@ def main(argv: list[str]) -> int:
             args.token_lifetime,
             public=args.public_url,
             env_dir=args.env_dir,
+            latency=latency,
+            max_streams=args.max_streams,
         )
     except ValueError as exc:
         return _fail(exc, 2)

@@ -15,6 +15,8 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any
 
+from emulator.latency import LatencyProfile
+
 WILDCARD = "*"  # a fault set for this token applies to every token without its own
 
 
@@ -68,15 +70,24 @@ class AuthSwitches:
 class EmulatorState:
     """Faults per device token, auth switches, issued tokens and delivery counts."""
 
-    def __init__(self, token_lifetime: int = 3600, recent_size: int = 1000) -> None:
+    def __init__(
+        self,
+        token_lifetime: int = 3600,
+        recent_size: int = 1000,
+        latency: LatencyProfile | None = None,
+    ) -> None:
         self.default_token_lifetime = token_lifetime
+        # the profile the emulator started with (--latency): reset() comes back to it
+        self.default_latency = LatencyProfile.none() if latency is None else latency
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
         # FCM access token -> (expires_at, private_key_id of the service account it is for)
         self.access_tokens: dict[str, tuple[float, str]] = {}
         self.reset()
 
     def reset(self) -> None:
-        """Forget faults, switches, counts and recent requests (issued tokens stay valid)."""
+        """Forget faults, switches, counts and recent requests (issued tokens stay valid);
+        the latency profile goes back to the one the emulator started with."""
+        self.latency = self.default_latency
         self.faults: dict[str, Fault] = {}
         self.delays: dict[str, int] = {}
         self.auth = AuthSwitches(token_lifetime=self.default_token_lifetime)

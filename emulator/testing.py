@@ -73,14 +73,27 @@ def _ours(pid: int) -> Callable[[bytes], bool]:
 
 @asynccontextmanager
 async def run_emulator(
-    keys_dir: Path, *, host: str = "127.0.0.1", token_lifetime: int = 3600
+    keys_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    token_lifetime: int = 3600,
+    latency: str | None = None,
+    max_streams: int | None = None,
 ) -> AsyncIterator[EmulatorHandle]:
-    """Start ``python -m emulator`` on a free port, yield its handle, stop it by PID."""
+    """Start ``python -m emulator`` on a free port, yield its handle, stop it by PID.
+
+    ``latency``: the emulator's ``--latency`` profile (:mod:`emulator.latency`);
+    ``max_streams``: the HTTP/2 stream limit it advertises (``--max-streams``).
+    """
     port = free_port(host)
     endpoint = f"https://{host}:{port}"
     keys = await asyncio.to_thread(ensure_keys, keys_dir, endpoint)
     argv = [sys.executable, "-m", "emulator", "--keys", str(keys_dir), "--host", host]
     argv += ["--port", str(port), "--token-lifetime", str(token_lifetime)]
+    if latency is not None:
+        argv += ["--latency", latency]
+    if max_streams is not None:
+        argv += ["--max-streams", str(max_streams)]
     process = procs.spawn(argv)
     control = EmulatorControl(endpoint, keys.ca_file)
     try:

@@ -39,6 +39,7 @@ from loadtest.driver import (
     open_count,
     status_dict,
 )
+from loadtest.latency import check_profile, provider_latency
 from loadtest.resources import ResourceSampler, service_ports
 from notifier.apikeys import create_key
 from notifier.settings import Settings, load_settings
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=180.0, help="seconds (default 180)")
     p.add_argument("--json", type=Path, help="summary JSON path (default: in the run folder)")
     p.add_argument("--run-dir", default=".run/stack", help="the stack's run folder")
+    p.add_argument(
+        "--provider-latency",
+        metavar="PROFILE",
+        help="the emulator delays push answers for the run: fcm=30-60,apns=20-80 (ms, "
+        "uniform), real (that), none; restored after",
+    )
     lanes = p.add_argument_group("lanes (issue 18: a campaign, a second app, and probes)")
     lanes.add_argument(
         "--lanes",
@@ -100,6 +107,9 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--batch-size must be 1..500"
     if args.connections < 1 or args.drain_timeout <= 0:
         return "--connections and --drain-timeout must be positive"
+    problem = check_profile(args.provider_latency)
+    if problem:
+        return problem
     if args.lanes:
         return _check_lanes_args(args)
     return None
@@ -376,6 +386,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+async def _run(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
+    """The run (plain or lanes) under the emulator latency profile asked for."""
+    async with provider_latency(config, args.provider_latency) as latency:
+        if args.lanes:
+            from loadtest.lanes_bench import run_lanes
+
+            summary = await run_lanes(args, config)
+        else:
+            summary = await run_bench(args, config)
+    return {**summary, "provider_latency": latency}
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(argv)
@@ -385,14 +407,15 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         config = _load_stack(Path(args.run_dir).resolve())
+        summary = asyncio.run(_run(args, config))
         if args.lanes:
-            from loadtest.lanes_bench import lanes_table, run_lanes
+            from loadtest.lanes_bench import lanes_table
 
-            summary = asyncio.run(run_lanes(args, config))
             table = lanes_table(summary)
+            table.add_row("", "provider latency", summary["provider_latency"])
         else:
-            summary = asyncio.run(run_bench(args, config))
             table = _table(summary)
+            table.add_row("provider latency", summary["provider_latency"])
     except KeyboardInterrupt:
         return 130
     except StackError as exc:  # the stack is not (or no longer) running as it should
