@@ -103,6 +103,11 @@ class Settings(BaseModel):
     apns_endpoint: str = "https://api.push.apple.com"
     provider_ca_file: Path | None = None
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Pushes in flight = rate x round-trip time (docs/operations.md, sizing). A provider
+    # client puts this many on one HTTP/2 connection before it opens another (Google
+    # advertises 100 streams a connection, APNs 1000), up to this many connections.
+    provider_streams_per_connection: int = Field(default=100, ge=1, le=10_000)
+    provider_connections: int = Field(default=4, ge=1, le=64)
     # Per-app credentials at rest (docs/credentials.md): the AES-256-GCM key, and during a
     # rotation the key being replaced. SecretStr: never in a repr, a log or an error.
     secrets_key: SecretStr | None = None

@@ -17,7 +17,10 @@ def build_providers(settings: Settings) -> dict[Platform, Provider]:
     key or credentials file raises ``ValueError`` naming the file, never its content.
     """
     transport = TransportConfig(
-        timeout_seconds=settings.provider_timeout_seconds, ca_file=settings.provider_ca_file
+        timeout_seconds=settings.provider_timeout_seconds,
+        ca_file=settings.provider_ca_file,
+        streams_per_connection=settings.provider_streams_per_connection,
+        max_connections=settings.provider_connections,
     )
     providers: dict[Platform, Provider] = {}
     if settings.fcm_credentials is not None:

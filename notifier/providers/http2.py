@@ -6,6 +6,15 @@ explicitly on each client: the system roots plus ``NOTIFIER_PROVIDER_CA_FILE`` a
 them, so process-wide variables (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``) can never drop
 our CA. Transport failures become :class:`TransportFailure` with a sanitised text: never a
 URL (an APNs URL holds the device token) and never a header value.
+
+Connections: hyper keeps one HTTP/2 connection per client and honours the server's
+``SETTINGS_MAX_CONCURRENT_STREAMS`` by queueing the streams beyond it (RFC 9113 9.1: it
+never opens a second connection by itself). Pushes in flight are rate x round-trip time
+(1,800/s at 50 ms: 90), and Google's front ends advertise 100 streams (APNs 1000, but 1
+until a connection's first push is authorized): so a transport opens another connection
+(another pyreqwest client) when each of its connections already carries
+``streams_per_connection`` requests, up to ``max_connections``; requests go to the
+connection with the fewest in flight (docs/operations.md, "Sizing for provider latency").
 """
 
 from __future__ import annotations
@@ -60,13 +69,39 @@ class TransportConfig:
     timeout_seconds: float
     ca_file: Path | None = None
     http2_only: bool = False  # APNs: HTTP/2 by ALPN only; FCM and OAuth: h2 or HTTP/1.1
+    # NOTIFIER_PROVIDER_STREAMS_PER_CONNECTION, NOTIFIER_PROVIDER_CONNECTIONS
+    streams_per_connection: int = 100
+    max_connections: int = 4
+
+
+class _Connection:
+    """One pyreqwest client (one HTTP/2 connection once used) and its requests in flight."""
+
+    __slots__ = ("client", "inflight")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.inflight = 0
 
 
 class HttpTransport:
-    """A pooled keep-alive client; safe to use from many tasks at once."""
+    """Keep-alive HTTP/2 connections, opened as the load needs; safe from many tasks."""
 
     def __init__(self, config: TransportConfig) -> None:
+        self._config = config
         self._timeout = timedelta(seconds=config.timeout_seconds)
+        self._streams = max(1, config.streams_per_connection)
+        self._max_connections = max(1, config.max_connections)
+        self._ca_pem = config.ca_file.read_bytes() if config.ca_file is not None else None
+        self._connections = [_Connection(self._build())]
+
+    @property
+    def connections(self) -> int:
+        """Connections (clients) opened so far."""
+        return len(self._connections)
+
+    def _build(self) -> Client:
+        config = self._config
         builder = (
             ClientBuilder()
             .timeout(self._timeout)
@@ -84,9 +119,21 @@ class HttpTransport:
             builder = builder.http2_prior_knowledge().http2_keep_alive_interval(_PING_INTERVAL)
         else:
             builder = builder.http2(True)
-        if config.ca_file is not None:
-            builder = builder.add_root_certificate_pem(config.ca_file.read_bytes())
-        self._client: Client = builder.build()
+        if self._ca_pem is not None:
+            builder = builder.add_root_certificate_pem(self._ca_pem)
+        return builder.build()
+
+    def _pick(self) -> _Connection:
+        """The connection with the fewest requests in flight; a new one when all are full."""
+        connections = self._connections
+        best = connections[0]
+        if best.inflight < self._streams and len(connections) == 1:
+            return best  # the usual case: one connection with room
+        best = min(connections, key=_inflight)
+        if best.inflight >= self._streams and len(connections) < self._max_connections:
+            best = _Connection(self._build())
+            connections.append(best)
+        return best
 
     async def post(
         self,
@@ -98,9 +145,11 @@ class HttpTransport:
         timeout_seconds: float | None = None,
     ) -> HttpResponse:
         """POST ``body``; return the answer or raise :class:`TransportFailure`."""
-        request = self._client.post(url).headers(headers).body_bytes(body)
+        connection = self._pick()
+        request = connection.client.post(url).headers(headers).body_bytes(body)
         if timeout_seconds is not None:
             request = request.timeout(timedelta(seconds=timeout_seconds))
+        connection.inflight += 1
         try:
             response = await request.build().send()
             payload = bytes(await response.bytes())
@@ -110,11 +159,18 @@ class HttpTransport:
             detail = _describe(exc, url)
             kind: FailureKind = "tls" if _is_tls(detail) else "connection"
             raise TransportFailure(kind, detail) from None
+        finally:
+            connection.inflight -= 1
         wanted = {name: value for name in want_headers if (value := response.get_header(name))}
         return HttpResponse(status=response.status, headers=wanted, body=payload)
 
     async def close(self) -> None:
-        await self._client.close()
+        for connection in self._connections:
+            await connection.client.close()
+
+
+def _inflight(connection: _Connection) -> int:
+    return connection.inflight
 
 
 def _describe(exc: rq_errors.RequestError, url: str) -> str:

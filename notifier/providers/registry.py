@@ -92,7 +92,10 @@ class ProviderRegistry:
         self._store = store
         self._keyring = keyring  # None: the environment's credentials only
         self._transport = TransportConfig(
-            timeout_seconds=settings.provider_timeout_seconds, ca_file=settings.provider_ca_file
+            timeout_seconds=settings.provider_timeout_seconds,
+            ca_file=settings.provider_ca_file,
+            streams_per_connection=settings.provider_streams_per_connection,
+            max_connections=settings.provider_connections,
         )
         probe = settings.credential_probe_seconds
         self._defaults = {
