@@ -81,7 +81,7 @@ def latency_between(
 def ratio(broken: float, healthy: float) -> float:
     if math.isnan(broken) or math.isnan(healthy) or healthy <= 0:
         return math.nan
-    return round(broken / healthy, 2)
+    return round(broken / healthy, 3)
 
 
 def credential_counts(
@@ -119,12 +119,14 @@ def _accepted(
 
 def latency_figures(healthy: Latency, broken: Latency) -> dict[str, Any]:
     p99_ratio = ratio(broken.p99_ms, healthy.p99_ms)
+    # judged unrounded: 2.003 shows as 2.0 but misses the target
+    within = healthy.p99_ms > 0 and broken.p99_ms <= P99_RATIO_TARGET * healthy.p99_ms
     return {
         "without_b_broken": asdict(healthy),
         "with_b_broken": asdict(broken),
         "p50_ratio": ratio(broken.p50_ms, healthy.p50_ms),
         "p99_ratio": p99_ratio,
-        "p99_within_2x": not math.isnan(p99_ratio) and p99_ratio <= P99_RATIO_TARGET,
+        "p99_within_2x": bool(within),
     }
 
 

@@ -7,6 +7,7 @@ import math
 
 import uuid_utils
 
+from loadtest.accounting import Latency
 from loadtest.bench import _check_args, _parser
 from loadtest.tenants import credential_counts, latency_between, latency_figures, ratio
 
@@ -32,6 +33,11 @@ def test_latency_between_counts_only_the_ids_created_in_the_window() -> None:
     figures = latency_figures(healthy, broken)
     assert 9 < figures["p99_ratio"] < 11 and figures["p99_within_2x"] is False
     assert latency_figures(healthy, healthy)["p99_within_2x"] is True
+    just_over = Latency(count=1, p50_ms=1.0, p99_ms=2.006)
+    assert (
+        latency_figures(Latency(count=1, p50_ms=1.0, p99_ms=1.0), just_over)["p99_within_2x"]
+        is False
+    )
 
 
 def test_an_empty_window_has_no_ratio() -> None:
