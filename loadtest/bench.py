@@ -41,6 +41,8 @@ from loadtest.driver import (
 )
 from loadtest.latency import check_profile, provider_latency
 from loadtest.resources import ResourceSampler, service_ports
+from loadtest.tenants import add_arguments as add_tenant_arguments
+from loadtest.tenants import check_arguments as check_tenant_arguments
 from notifier.apikeys import create_key
 from notifier.settings import Settings, load_settings
 from notifier.store.base import NotificationStore
@@ -55,7 +57,7 @@ console = Console(stderr=False)
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="notifier bench", description=__doc__.split("\n")[0])
-    p.add_argument("--notifications", type=int, required=True, help="how many to submit")
+    p.add_argument("--notifications", type=int, help="how many to submit (not with --tenants)")
     p.add_argument("--workers", type=int, help="scale the stack's workers to W first")
     p.add_argument("--rate", type=float, help="submit at R notifications/s (default: max)")
     p.add_argument(
@@ -93,10 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     lanes.add_argument(
         "--explicit-lanes", action="store_true", help="send the lane field instead of defaults"
     )
+    add_tenant_arguments(p)
     return p
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
+    if args.tenants:
+        return check_tenant_arguments(args)
+    if args.notifications is None:
+        return "--notifications is required (except with --tenants)"
     if not 1 <= args.notifications <= 10_000_000:
         return "--notifications must be 1..10000000"
     if args.rate is not None and args.rate <= 0:
@@ -387,9 +394,13 @@ def _jsonable(value: Any) -> Any:
 
 
 async def _run(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
-    """The run (plain or lanes) under the emulator latency profile asked for."""
+    """The run (plain, lanes or tenants) under the emulator latency profile asked for."""
     async with provider_latency(config, args.provider_latency) as latency:
-        if args.lanes:
+        if args.tenants:
+            from loadtest.tenants_bench import run_tenants
+
+            summary = await run_tenants(args, config)
+        elif args.lanes:
             from loadtest.lanes_bench import run_lanes
 
             summary = await run_lanes(args, config)
@@ -408,7 +419,11 @@ def main(argv: list[str]) -> int:
     try:
         config = _load_stack(Path(args.run_dir).resolve())
         summary = asyncio.run(_run(args, config))
-        if args.lanes:
+        if args.tenants:
+            from loadtest.tenants import tenants_table
+
+            table = tenants_table(summary)
+        elif args.lanes:
             from loadtest.lanes_bench import lanes_table
 
             table = lanes_table(summary)

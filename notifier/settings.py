@@ -114,9 +114,13 @@ class Settings(BaseModel):
     secrets_key_previous: SecretStr | None = None
     # Per-app credentials in the workers (docs/credentials.md): how many pushes one app
     # credential may have in flight in one worker (a slow or throttled credential cannot
-    # take every slot), how many app clients a worker keeps (LRU), how often an unhealthy
-    # credential is probed, and how long its notifications are held as retrying.
+    # take every slot; the environment's default has a bound of its own, below), how many
+    # app clients a worker keeps (LRU), how often an unhealthy credential is probed, and how
+    # long its notifications are held as retrying.
     credential_concurrency: int = Field(default=32, ge=1, le=10_000)
+    # The environment's credential serves every app without one of its own (all of a
+    # single-tenant set-up's pushes), so its share is larger: half the default 256 slots.
+    default_credential_concurrency: int = Field(default=128, ge=1, le=10_000)
     credential_clients: int = Field(default=256, ge=1, le=100_000)
     credential_probe_seconds: float = Field(default=10.0, gt=0, le=3600)
     credential_hold_seconds: float = Field(default=86_400.0, gt=0)

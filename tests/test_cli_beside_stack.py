@@ -21,7 +21,7 @@ from notifier.settings import (
     read_settings_file,
 )
 from notifier.store import open_store
-from notifier_tools.stack.components import StackConfig
+from notifier_tools.stack.components import StackConfig, product_env
 from tests.conftest import AMQP_URL, ROOT
 
 
@@ -124,3 +124,26 @@ def test_only_an_unset_store_url_brings_the_file_in(tmp_path: Path) -> None:
     settings, used = load_settings_beside_stack(tmp_path, {"NOTIFIER_QUEUE": "mine"})
     assert used == tmp_path / STACK_SETTINGS_FILE
     assert (settings.store_url, settings.queue) == ("postgresql://h/db", "mine")
+
+
+def test_the_stack_makes_a_secrets_key_once_for_its_processes_and_the_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apps of a local stack can have credentials of their own: `up` makes a secrets key
+    once (owner-only), gives it to the API and workers, and writes it to the settings
+    file, so `notifier app credentials set` beside the stack seals with the same key."""
+    monkeypatch.delenv("NOTIFIER_SECRETS_KEY", raising=False)
+    config = StackConfig(run_dir=str(tmp_path), store_url="postgresql://h/db")
+    config.keys_dir.mkdir(parents=True)
+    config.ensure_secrets_key()
+    key = config.secrets_key()
+    assert key is not None and stat.S_IMODE(config.secrets_key_file.stat().st_mode) == 0o600
+    config.ensure_secrets_key()  # a second `up` keeps it: stored credentials stay readable
+    assert config.secrets_key() == key
+    assert product_env(config)["NOTIFIER_SECRETS_KEY"] == key
+    config.save_settings_file()
+    from_file = read_settings_file(config.settings_file)
+    assert from_file["NOTIFIER_SECRETS_KEY"] == key
+    assert load_settings(from_file).secrets_key is not None
+    monkeypatch.setenv("NOTIFIER_SECRETS_KEY", "from-the-environment")  # the user's wins
+    assert product_env(config)["NOTIFIER_SECRETS_KEY"] == "from-the-environment"

@@ -12,9 +12,11 @@ loads the new credential; a dropped (or evicted) client is closed once its in-fl
 pushes end. A change thus serves new pushes within 5 s plus a poll's round trip.
 
 Isolation and health: an app client takes at most ``NOTIFIER_CREDENTIAL_CONCURRENCY``
-pushes at once (one more is answered :data:`~notifier.providers.health.BUSY` at once,
-without waiting on a slot), and its :class:`~notifier.providers.health.CredentialHealth`
-holds pushes while the provider refuses the credential.
+pushes at once, the environment's default client (shared by every app without its own)
+``NOTIFIER_DEFAULT_CREDENTIAL_CONCURRENCY``; one more is answered
+:data:`~notifier.providers.health.BUSY` at once, without waiting on a slot. Each
+client's :class:`~notifier.providers.health.CredentialHealth` holds pushes while the
+provider refuses the credential.
 """
 
 from __future__ import annotations
@@ -52,12 +54,10 @@ class CredentialClient:
 
     __slots__ = ("app", "health", "inflight", "limit", "provider", "retired", "shared")
 
-    def __init__(
-        self, app: str, provider: Provider, *, limit: int | None, probe_seconds: float
-    ) -> None:
+    def __init__(self, app: str, provider: Provider, *, limit: int, probe_seconds: float) -> None:
         self.app = app
         self.provider = provider
-        self.limit = limit  # None: unbounded (the environment's default, as before issue 16)
+        self.limit = limit
         self.health = CredentialHealth(app, provider.platform.value, probe_seconds)
         self.inflight = 0
         self.retired = False  # replaced or evicted: close once ``inflight`` reaches 0
@@ -99,7 +99,9 @@ class ProviderRegistry:
         )
         probe = settings.credential_probe_seconds
         self._defaults = {
-            platform: CredentialClient(DEFAULT_APP, p, limit=None, probe_seconds=probe)
+            platform: CredentialClient(
+                DEFAULT_APP, p, limit=settings.default_credential_concurrency, probe_seconds=probe
+            )
             for platform, p in defaults.items()
         }
         self._clients: OrderedDict[tuple[str, Platform], CredentialClient | None] = OrderedDict()
@@ -157,7 +159,7 @@ class ProviderRegistry:
                 retry_after_seconds=self._settings.credential_probe_seconds,
             )
         limit = client.limit
-        if limit is not None and client.inflight >= limit:
+        if client.inflight >= limit:
             return PushResult(
                 PushOutcome.RETRY,
                 code=BUSY,

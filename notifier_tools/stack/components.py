@@ -81,6 +81,31 @@ class StackConfig:
         return self.root / "env"
 
     @property
+    def secrets_key_file(self) -> Path:
+        """The stack's ``NOTIFIER_SECRETS_KEY`` (per-app credentials), made on the first up."""
+        return self.keys_dir / "secrets-key"
+
+    def secrets_key(self) -> str | None:
+        """The key the API and workers get: the environment's, else the run folder's."""
+        if os.environ.get("NOTIFIER_SECRETS_KEY"):
+            return os.environ["NOTIFIER_SECRETS_KEY"]
+        try:
+            return self.secrets_key_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def ensure_secrets_key(self) -> None:
+        """Make the run folder's secrets key once (owner-only), so that apps of the stack
+        can have credentials of their own (docs/credentials.md) without a set-up step."""
+        if self.secrets_key_file.is_file():
+            return
+        from notifier.credentials.sealing import new_key
+
+        fd = os.open(self.secrets_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
+
+    @property
     def ca_file(self) -> Path:
         return self.keys_dir / "ca.pem"
 
@@ -116,7 +141,8 @@ class StackConfig:
             f.write(json.dumps(asdict(self), indent=1))
 
     def save_settings_file(self) -> None:
-        """Write :attr:`settings_file`: the store, broker and queue of the stack's processes.
+        """Write :attr:`settings_file`: the store, broker, queue (and secrets key) of the
+        stack's processes.
 
         In the default run folder (``.run/stack``) the commands run by hand in this
         checkout find it (``notifier.settings.load_settings_beside_stack``), so a key made
@@ -130,6 +156,9 @@ class StackConfig:
             "NOTIFIER_AMQP_URL": self.amqp_url,
             "NOTIFIER_QUEUE": self.queue,
         }
+        secrets_key = self.secrets_key()
+        if secrets_key is not None:  # `notifier app credentials` beside the stack
+            values["NOTIFIER_SECRETS_KEY"] = secrets_key
         header = (
             "Written by `notifier stack up`: the settings of this stack's processes.\n"
             "`notifier apikey|dlq|prune` run in this checkout without NOTIFIER_STORE_URL use them."
@@ -175,6 +204,9 @@ def product_env(config: StackConfig) -> dict[str, str]:
             "NOTIFIER_LOG_FORMAT": "json",
         }
     )
+    secrets_key = config.secrets_key()
+    if secrets_key is not None:
+        env["NOTIFIER_SECRETS_KEY"] = secrets_key
     env_file = config.keys_dir / "notifier.env"
     if env_file.is_file():
         from notifier_tools.stack.processes import read_env_file

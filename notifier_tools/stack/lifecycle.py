@@ -95,6 +95,7 @@ def bring_up(config: StackConfig, say: Say) -> list[PidRecord]:
     for sub in (config.logs_dir, config.pids_dir, config.keys_dir, config.data_dir):
         sub.mkdir(parents=True, exist_ok=True)
     config.save()
+    config.ensure_secrets_key()
     config.save_settings_file()
     records: list[PidRecord] = []
     for component in all_components(config):

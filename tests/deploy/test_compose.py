@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ import yaml
 
 from notifier import broker
 from notifier.cli import _parser as cli_parser
+from notifier.credentials.sealing import new_key
 from notifier.models import Lane
 from notifier.settings import Settings, load_settings
 
@@ -211,6 +213,28 @@ def test_no_secret_values_inline(services: dict[str, Any]) -> None:
         for key, value in environment.items():
             assert not _SECRET_NAME.search(key), f"{name} sets {key} inline"
             assert "@" not in str(value), f"{name}: {key} looks like a URL with credentials"
+
+
+def test_secrets_key_reaches_the_api_and_workers_from_the_git_ignored_env_file(
+    services: dict[str, Any],
+) -> None:
+    """NOTIFIER_SECRETS_KEY (per-app credentials) is read by the API replicas and every
+    worker from deploy/notifier.env, which git ignores; the committed example names it
+    without a value, so nobody runs on a published key."""
+    for name in ("api-1", "api-2", "worker", "worker-transactional", "worker-bulk"):
+        paths = [f["path"] for f in _env_files(services[name])]
+        assert "deploy/notifier.env" in paths, name
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/notifier.env"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "deploy/notifier.env must be git-ignored"
+    example = ROOT / "deploy" / "notifier.env.example"
+    lines = example.read_text().splitlines()
+    assert "# NOTIFIER_SECRETS_KEY=" in lines and "# NOTIFIER_SECRETS_KEY_PREVIOUS=" in lines
+    env = _read_env_file(example)
+    assert "NOTIFIER_SECRETS_KEY" not in env
+    key = new_key()
+    assert load_settings({**env, "NOTIFIER_SECRETS_KEY": key}).secrets_key is not None
 
 
 def test_example_settings_are_valid_and_point_at_the_compose_services(

@@ -11,6 +11,9 @@ What is checked, and how:
 - each metric family a query reads exists: either Prometheus has the series
   (``/api/v1/label/__name__/values``) or, for a labeled family with no samples yet, the
   target's ``/metrics`` has its ``# HELP`` line.
+- a credential the provider refuses (the environment's FCM key, revoked at the emulator)
+  holds its notification as retrying and fires ``NotifierCredentialUnhealthy`` (a copy
+  with a short ``for:``; the real rule is seen pending, its 1 m is promtool's to check).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from emulator.testing import free_port, run_emulator
 from notifier_tools.promconf import render_local_prometheus_config
 from tests.conftest import AMQP_URL
 from tests.support import wait_for
 
-from .helpers import PROMETHEUS, RULES_FILES, all_queries, exported_names, metric_names_in
+from .helpers import PROMETHEUS, ROOT, RULES_FILES, all_queries, exported_names, metric_names_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -167,6 +171,77 @@ def _run_docker_healthcheck(port: int) -> int:
     return subprocess.run([sys.executable, *argv[1:]], env=env, timeout=10).returncode
 
 
+CREDENTIAL_ALERT = "NotifierCredentialUnhealthy"
+# A copy of the credential alert in a group of its own, with a short `for:`: the real rule's
+# expression, labels and annotations fire in this Prometheus within seconds, where the real
+# rule only turns pending (its 1 m is checked by promtool, tests/deploy/alerts_test.yml).
+FAST_GROUP = "notifier-credentials-fast"
+
+
+def _fast_credential_rules(path: Path) -> Path:
+    """Write a rules file holding a copy of the credential alert with ``for: 1s``."""
+    groups = yaml.safe_load((ROOT / "prometheus" / "alerts.yml").read_text())["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == CREDENTIAL_ALERT]
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": FAST_GROUP, "rules": [{**rule, "for": "1s"}]}]})
+    )
+    return path
+
+
+async def _credential_alert_states(client: httpx.AsyncClient, prom: str) -> dict[str, str]:
+    """The credential alert's state per rule group, for the environment's FCM credential."""
+    groups = (await client.get(f"{prom}/api/v1/rules")).json()["data"]["groups"]
+    states = {}
+    for group in groups:
+        for rule in group["rules"]:
+            if rule.get("name") != CREDENTIAL_ALERT:
+                continue
+            for alert in rule.get("alerts", []):
+                labels = alert["labels"]
+                if (labels.get("app"), labels.get("provider")) == ("(environment)", "fcm"):
+                    states[group["name"]] = alert["state"]
+    return states
+
+
+async def _revoked_credential_alerts(
+    client: httpx.AsyncClient, api: str, key: str, prom: str, emulator: Any
+) -> None:
+    """Revoke the environment's FCM credential at the emulator: the next FCM notification
+    is held as retrying (config_error), the worker's gauge drops, and the credential alert
+    turns pending on the real rule and fires on its fast copy, in this real Prometheus."""
+    project = (await emulator.control.credentials())["fcm"][0]["project_id"]
+    await emulator.control.revoke_fcm(project)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"to": {"platform": "fcm", "token": "fcm-deploy-test-revoked"}, "title": "held"}
+    response = await client.post(f"{api}/v1/notifications", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    nid = response.json()["id"]
+
+    async def held() -> dict[str, Any] | None:
+        doc: dict[str, Any] = (
+            await client.get(f"{api}/v1/notifications/{nid}", headers=headers)
+        ).json()
+        return doc if doc["status"] != "pending" else None
+
+    doc = await wait_for(held, timeout=30, interval=0.2, what="the push answered")
+    assert doc["status"] == "retrying" and doc["last_error"]["code"] == "config_error", doc
+
+    async def fired() -> dict[str, str] | None:
+        states = await _credential_alert_states(client, prom)
+        return states if states.get(FAST_GROUP) == "firing" else None
+
+    states = await wait_for(fired, timeout=30, interval=0.5, what="the credential alert firing")
+    assert states.get("notifier-credentials") == "pending", states  # for: 1m not over yet
+    alerts = (await client.get(f"{prom}/api/v1/alerts")).json()["data"]["alerts"]
+    assert any(
+        a["labels"]["alertname"] == CREDENTIAL_ALERT
+        and a["labels"]["app"] == "(environment)"
+        and a["labels"]["severity"] == "critical"
+        and a["state"] == "firing"
+        for a in alerts
+    ), alerts
+
+
 async def test_prometheus_scrapes_api_and_worker_and_every_query_evaluates(
     pg_url: str, queue_name: str, tmp_path: Path
 ) -> None:
@@ -184,7 +259,10 @@ async def test_prometheus_scrapes_api_and_worker_and_every_query_evaluates(
     config = tmp_path / "prometheus.yml"
     config.write_text(
         render_local_prometheus_config(
-            [f"{HOST}:{api_port}"], [f"{HOST}:{worker_port}"], RULES_FILES, "1s"
+            [f"{HOST}:{api_port}"],
+            [f"{HOST}:{worker_port}"],
+            [*RULES_FILES, _fast_credential_rules(tmp_path / "fast.yml")],
+            "1s",
         )
     )
     python = [sys.executable, "-m", "notifier"]
@@ -267,3 +345,5 @@ async def test_prometheus_scrapes_api_and_worker_and_every_query_evaluates(
                 family = exported.get(name, name)
                 known = name in in_prometheus or {name, family, family + "_total"} & helps
                 assert known, f"{where}: {name} neither scraped nor in any target's HELP"
+
+        await _revoked_credential_alerts(client, api, key, prom, emulator)

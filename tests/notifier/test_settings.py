@@ -157,9 +157,11 @@ def test_complete_apns_config_enables_apns(tmp_path: Path) -> None:
 def test_credential_settings_default_as_documented_and_bad_values_name_the_variable() -> None:
     s = load_settings({})
     assert (s.credential_concurrency, s.credential_clients) == (32, 256)
+    assert s.default_credential_concurrency == 128
     assert (s.credential_probe_seconds, s.credential_hold_seconds) == (10.0, 86_400.0)
     for name, bad in (
         ("NOTIFIER_CREDENTIAL_CONCURRENCY", "0"),
+        ("NOTIFIER_DEFAULT_CREDENTIAL_CONCURRENCY", "0"),
         ("NOTIFIER_CREDENTIAL_CLIENTS", "many"),
         ("NOTIFIER_CREDENTIAL_PROBE_SECONDS", "-1"),
         ("NOTIFIER_CREDENTIAL_HOLD_SECONDS", "0"),

@@ -118,6 +118,41 @@ async def test_a_credential_takes_at_most_its_bound_of_pushes_at_once(
     assert codes == [BUSY] * 5
 
 
+@pytest.mark.parametrize("app_credentials", [True, False], ids=["keyring", "no-keyring"])
+async def test_the_environments_credential_takes_at_most_its_bound_of_pushes_at_once(
+    emulator: Any, store: NotificationStore, keyring: Keyring, app_credentials: bool
+) -> None:
+    """The default serves every app without a credential of its own: slow answers on it
+    reach the provider ``default_credential_concurrency`` at a time, the rest are answered
+    busy at once (a slow or throttled default cannot take every worker slot), and an app
+    with its own credential pushes meanwhile."""
+    await fcm_app(emulator, store, keyring, "own")
+    settings = load_settings(emulator.env, default_credential_concurrency=3)
+    slow = [fresh(Platform.FCM, app=f"plain{i % 2}") for i in range(8)]
+    for n in slow:
+        await emulator.control.slow(n.target.token, 1500)
+    if app_credentials:
+        registry = ProviderRegistry(
+            settings, build_providers(settings), store=store, keyring=keyring
+        )
+    else:
+        registry = ProviderRegistry.fixed(settings, build_providers(settings))
+    async with registry:
+        for app in ("plain0", "plain1"):  # loaded
+            assert (await registry.send(fresh(Platform.FCM, app=app))).sent
+        slow_tasks = [asyncio.create_task(registry.send(n)) for n in slow]
+        await asyncio.sleep(0)  # every slow push has asked for its slot
+        own_app = "own" if app_credentials else "plain0"
+        quick = [await registry.send(fresh(Platform.FCM, app=own_app)) for _ in range(3)]
+        slow_results = await asyncio.gather(*slow_tasks)
+    if app_credentials:
+        assert all(r.sent for r in quick)
+    else:  # one credential for all: the bound refuses the quick ones too
+        assert [r.code for r in quick] == [BUSY] * 3
+    assert sum(r.sent for r in slow_results) == 3
+    assert sorted(str(r.code) for r in slow_results if not r.sent) == [BUSY] * 5
+
+
 async def test_a_refused_credential_is_unhealthy_holds_pushes_and_heals_on_a_probe(
     emulator: Any, store: NotificationStore, keyring: Keyring
 ) -> None:
