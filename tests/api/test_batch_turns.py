@@ -1,5 +1,5 @@
-"""A batch's items are validated and planned in slices, the event loop given back between
-them: a transactional request's steps on the same replica never wait for all 500 items."""
+"""A batch's items are validated in slices, the event loop given back between them: a
+transactional request's steps on the same replica never wait for all 500 items."""
 
 from __future__ import annotations
 
