@@ -127,7 +127,7 @@ async def test_a_second_apps_batch_is_not_written_behind_a_campaigns_queued_batc
 
     try:
         a = [write("A", docs(500, Lane.BULK, "app-a"))]
-        await wait_for(lambda: gated.inserts == [500], timeout=5, what="A's first round")
+        await wait_for(lambda: gated.inserts == [500], timeout=30, what="A's first round")
         a += [write("A", docs(500, Lane.BULK, "app-a")) for _ in range(2)]
         await asyncio.sleep(0)  # A's two reach the writer's queue first
         b_batch = docs(500, Lane.BULK, "app-b")
