@@ -9,6 +9,11 @@ p99 and max and the campaigns' rate. Its own PostgreSQL database (or MongoDB dat
 and queues, dropped at the end; nothing consumes the queues. ``--one-queue`` runs the
 writer as it was before lanes (one queue of rounds for every request), for comparison
 under the same load.
+
+``--second-app``: the probe is instead a second app's 500-item bulk batch (app B of
+``notifier bench --lanes``), timed the same way while the campaign's batches queue in the
+same bulk rounds; ``--fifo`` forms the rounds in arrival order, as before the rounds took
+the apps in turn.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import secrets
 import statistics
 import time
+from types import MethodType
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -26,6 +32,7 @@ from api.writer import BrokerLink, Writer
 from notifier.broker import Broker, delete_queues
 from notifier.models import Lane, Notification, Platform, Target, new_id, utcnow
 from notifier.settings import load_settings
+from notifier.store.batching import MicroBatcher
 from notifier.store.factory import open_store
 
 CAMPAIGN_APP = "campaign"
@@ -66,6 +73,15 @@ async def _run(args: argparse.Namespace, store_url: str, queue: str) -> None:
     if args.one_queue:  # the writer before lanes: every request in one queue of rounds
         one = writer._rounds[Lane.TRANSACTIONAL]
         writer._rounds = dict.fromkeys(Lane, one)
+    if args.fifo:  # the rounds in arrival order (MicroBatcher's own cut), before fair intake
+        for rounds in writer._rounds.values():
+            rounds._cut = MethodType(MicroBatcher._cut, rounds)  # type: ignore[method-assign]
+
+    def probe() -> list[Notification]:
+        if args.second_app:
+            return _docs(args.batch, Lane.BULK, "second-app")
+        return _docs(1, Lane.TRANSACTIONAL, "probe")
+
     stop = asyncio.Event()
     bulk_written = 0
 
@@ -82,8 +98,9 @@ async def _run(args: argparse.Namespace, store_url: str, queue: str) -> None:
         await asyncio.sleep(args.warmup)
         started, written_before = time.perf_counter(), bulk_written
         for _ in range(args.probes):
+            docs = probe()
             t0 = time.perf_counter()
-            await writer.write(_docs(1, Lane.TRANSACTIONAL, "probe"))
+            await writer.write(docs)
             waits.append(time.perf_counter() - t0)
             await asyncio.sleep(args.probe_interval)
         elapsed = time.perf_counter() - started
@@ -95,10 +112,11 @@ async def _run(args: argparse.Namespace, store_url: str, queue: str) -> None:
         await writer.close()
         await link.close()
         await store.close()
-        await delete_queues(settings, [CAMPAIGN_APP, "probe"])
+        await delete_queues(settings, [CAMPAIGN_APP, "probe", "second-app"])
     ms = [w * 1000 for w in waits]
+    what = "second app's batch" if args.second_app else "transactional"
     print(
-        f"transactional write ms: p50 {statistics.median(ms):.1f}  p95 {_percentile(ms, 0.95):.1f}"
+        f"{what} write ms: p50 {statistics.median(ms):.1f}  p95 {_percentile(ms, 0.95):.1f}"
         f"  p99 {_percentile(ms, 0.99):.1f}  max {max(ms):.1f}  (n={len(ms)})"
     )
     print(f"bulk written while probing: {bulk_rate:,.0f} notifications/s")
@@ -141,6 +159,16 @@ def main() -> None:
         "--one-queue",
         action="store_true",
         help="for comparison: both lanes' requests in one queue of rounds (before lanes)",
+    )
+    p.add_argument(
+        "--second-app",
+        action="store_true",
+        help="time a second app's bulk batch (of --batch items) instead of a transactional one",
+    )
+    p.add_argument(
+        "--fifo",
+        action="store_true",
+        help="for comparison: rounds in arrival order (before the apps took turns)",
     )
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of campaign first")
     asyncio.run(_main(p.parse_args()))

@@ -61,6 +61,18 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         """How much of ``max_batch`` one request takes."""
         return 1
 
+    def _cut(self) -> list[int]:
+        """With ``hold_full_batches``: the positions in the queue of the requests that form
+        the next batch (at most ``max_batch`` but for its first request). In arrival order
+        here; a subclass may choose otherwise (the API's writer takes the apps in turn)."""
+        cut, size = 0, 0
+        for request, _ in self._pending:
+            weight = self._weight(request)
+            if cut and size + weight > self._max_batch:
+                break
+            cut, size = cut + 1, size + weight
+        return list(range(cut))
+
     def _can_send(self) -> bool:
         """Whether a group-commit batch may go now."""
         return len(self._flushes) < self._max_in_flight
@@ -95,14 +107,10 @@ class MicroBatcher(ABC, Generic[RequestT, ResultT]):
         if self._hold_full:
             if not self._can_send():
                 return  # the next wake() sends it
-            cut, size = 0, 0
-            for request, _ in self._pending:
-                weight = self._weight(request)
-                if cut and size + weight > self._max_batch:
-                    break
-                cut, size = cut + 1, size + weight
-            batch, self._pending = self._pending[:cut], self._pending[cut:]
-            self._size -= size
+            chosen = set(self._cut())
+            batch = [p for i, p in enumerate(self._pending) if i in chosen]
+            self._pending = [p for i, p in enumerate(self._pending) if i not in chosen]
+            self._size -= sum(self._weight(request) for request, _ in batch)
         else:
             batch, self._pending, self._size = self._pending, [], 0
         task = self._loop.get().create_task(self._send(batch))

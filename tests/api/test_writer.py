@@ -37,12 +37,12 @@ class GatedInserts:
         return getattr(self.store, name)
 
 
-def docs(n: int, lane: Lane = Lane.TRANSACTIONAL) -> list[Notification]:
+def docs(n: int, lane: Lane = Lane.TRANSACTIONAL, app: str = "app-writer") -> list[Notification]:
     now = utcnow()
     return [
         Notification(
             id=new_id(),
-            app="app-writer",
+            app=app,
             target=Target(Platform.FCM, f"tok-{secrets.token_hex(6)}"),
             created_at=now,
             updated_at=now,
@@ -106,3 +106,44 @@ async def test_a_transactional_write_does_not_wait_behind_bulk_rounds(
         await writer.close()
         await link.close()
         await delete_queues(settings, ["app-writer"])
+
+
+async def test_a_second_apps_batch_is_not_written_behind_a_campaigns_queued_batches(
+    make_settings: Callable[..., Settings], store: NotificationStore
+) -> None:
+    """App A has two 500-item batches queued in the bulk rounds (a third inserting) when app
+    B's one batch arrives: B's goes into the next round, beside A's next batch, not after
+    all of A's (in arrival order it was answered last)."""
+    settings = make_settings()
+    gated = GatedInserts(store, gated=frozenset({Lane.BULK}))
+    link = BrokerLink(settings, await Broker.connect(settings))
+    writer = Writer(cast(NotificationStore, gated), link)
+    answered: list[str] = []
+
+    def write(app: str, batch: list[Notification]) -> asyncio.Future[list[InsertResult]]:
+        task = asyncio.ensure_future(writer.write(batch))
+        task.add_done_callback(lambda _: answered.append(app))
+        return task
+
+    try:
+        a = [write("A", docs(500, Lane.BULK, "app-a"))]
+        await wait_for(lambda: gated.inserts == [500], timeout=30, what="A's first round")
+        a += [write("A", docs(500, Lane.BULK, "app-a")) for _ in range(2)]
+        await asyncio.sleep(0)  # A's two reach the writer's queue first
+        b_batch = docs(500, Lane.BULK, "app-b")
+        b = write("B", b_batch)
+        await asyncio.sleep(0.05)
+        assert gated.inserts == [500]  # all of it queued behind the held round
+        gated.gate.set()
+        b_results = await asyncio.wait_for(b, 60)
+        await asyncio.wait_for(asyncio.gather(*a), 60)
+        # rounds of at most 1,000: A's held one; then A's next beside B's; then A's last
+        assert gated.inserts == [500, 1000, 500]
+        assert answered.index("B") <= 2, f"B's batch answered {answered.index('B') + 1}th"
+        assert [r.notification.id for r in b_results] == [d.id for d in b_batch]
+        assert all(r.created for r in b_results)
+    finally:
+        gated.gate.set()
+        await writer.close()
+        await link.close()
+        await delete_queues(settings, ["app-a", "app-b"])
