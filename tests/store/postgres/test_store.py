@@ -50,6 +50,7 @@ async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
         "(user_id, created_at)",
         "(target_token)",
         "(app, id DESC)",
+        "(app, status, id DESC) WHERE (status = ANY (ARRAY['failed'::text, 'cancelled'::text",
         "(app) WHERE ((lane = 'bulk'::text) AND",
     ):
         assert columns in defs, columns
