@@ -56,6 +56,33 @@ async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
         assert columns in defs, columns
 
 
+async def test_schema_sets_autovacuum_by_few_rows_and_keeps_an_operators_own(
+    fresh_pg_url: str,
+) -> None:
+    """A grown table is vacuumed and analyzed after a small share of its rows change (issue
+    17); an operator's own autovacuum setting on the table survives the next start."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    conn = await asyncpg.connect(fresh_pg_url)
+    query = "SELECT reloptions FROM pg_class WHERE oid = 'notifications'::regclass"
+    try:
+        await store.setup()
+        assert set(await conn.fetchval(query)) == {
+            "autovacuum_vacuum_scale_factor=0.02",
+            "autovacuum_vacuum_insert_scale_factor=0.02",
+            "autovacuum_analyze_scale_factor=0.01",
+        }
+        await conn.execute(
+            "ALTER TABLE notifications RESET (autovacuum_vacuum_insert_scale_factor,"
+            " autovacuum_analyze_scale_factor)"
+        )
+        await conn.execute("ALTER TABLE notifications SET (autovacuum_vacuum_scale_factor = 0.1)")
+        await store.setup()
+        assert await conn.fetchval(query) == ["autovacuum_vacuum_scale_factor=0.1"]
+    finally:
+        await conn.close()
+        await store.close()
+
+
 async def test_garbage_text_is_rejected_cleanly(fresh_pg_url: str, now: datetime) -> None:
     """A NUL byte (PostgreSQL text cannot hold one) reads as absent, never as a crash."""
     store = await PostgresStore.connect(fresh_pg_url)
