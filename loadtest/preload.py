@@ -35,6 +35,9 @@ from notifier.models import (
 from notifier.store.postgres import sql as pg_sql
 
 BATCH = 20_000
+# documents an insert_many: the store's client gives a command 10 s, and the stand-in takes
+# about that for 5,000
+MONGO_BATCH = 1_000
 DEFAULT_DAYS = 30.0
 # apps of different sizes, as several upstream products sharing one pipeline
 APPS = (("shop", 40), ("chat", 25), ("bank", 12), ("news", 10), ("games", 8), ("health", 5))
@@ -275,8 +278,8 @@ async def preload_mongo(
         done = 0
         for records in _record_batches(count, days, seed):
             docs = [notification_to_document(notification_of_record(r)) for r in records]
-            for i in range(0, len(docs), 5_000):
-                await collection.insert_many(docs[i : i + 5_000], ordered=False)
+            for i in range(0, len(docs), MONGO_BATCH):
+                await collection.insert_many(docs[i : i + MONGO_BATCH], ordered=False)
             done += len(docs)
             if done % (BATCH * 5) == 0:
                 say(f"preload: {done:,} documents, {done / (time.perf_counter() - start):,.0f}/s")
