@@ -45,3 +45,16 @@ async def test_preload_copies_rows_the_store_reads(fresh_pg_url: str) -> None:
         assert 1000 < deleted < 2000
     finally:
         await store.close()
+
+
+def test_bench_takes_preload_alone_or_with_a_run_and_needs_one_of_them() -> None:
+    from loadtest.bench import _check_args, _parser
+
+    def problem(*argv: str) -> str | None:
+        return _check_args(_parser().parse_args(list(argv)))
+
+    assert problem("--preload", "1000") is None
+    assert problem("--preload", "1000", "--notifications", "10") is None
+    assert "--notifications (or --preload) is required" in str(problem())
+    assert "--preload must be" in str(problem("--preload", "0"))
+    assert "--preload-days" in str(problem("--preload", "5", "--preload-days", "0"))
