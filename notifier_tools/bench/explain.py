@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 from datetime import timedelta
@@ -20,8 +21,10 @@ from typing import Any
 
 import asyncpg
 
-from notifier.models import id_floor, utcnow
+from notifier.models import Status, id_floor, utcnow
 from notifier.store.postgres import sql
+
+_NAMES = itertools.count()
 
 
 class _Rollback(Exception):
@@ -33,7 +36,10 @@ def _statements(sample: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]
     ids = sample["ids"]
     app, user = sample["app"], sample["user"]
     retention = now - timedelta(days=29)
-    paged = "SELECT * FROM notifications WHERE app = $1{} ORDER BY id DESC LIMIT $2"
+
+    def page(status: Status | None, *, by_user: bool) -> str:
+        return sql.list_notifications(status=status, by_user=by_user, after=False)
+
     return [
         (
             "sweeper: take_due_for_publish",
@@ -63,14 +69,11 @@ def _statements(sample: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]
             ),
         ),
         ("api: get", sql.GET_FOR_APP, (ids[0], app)),
-        ("api: list (app)", paged.format(""), (app, 51)),
-        (
-            "api: list (app, user_id)",
-            paged.format(" AND user_id = $3").replace("$2", "$2"),
-            (app, 51, user),
-        ),
-        ("api: list (app, status=failed)", paged.format(" AND status = $3"), (app, 51, "failed")),
-        ("api: list (app, status=pending)", paged.format(" AND status = $3"), (app, 51, "pending")),
+        ("api: list (app)", page(None, by_user=False), (app, 51)),
+        ("api: list (app, user_id)", page(None, by_user=True), (app, 51, user)),
+        ("api: list (app, status=failed)", page(Status.FAILED, by_user=False), (app, 51)),
+        ("api: list (app, status=pending)", page(Status.PENDING, by_user=False), (app, 51)),
+        ("api: list (app, status=sent)", page(Status.SENT, by_user=False), (app, 51)),
         ("api: mark_published (50 ids)", sql.MARK_PUBLISHED, (ids, now)),
         ("prune: delete_final (5000)", sql.DELETE_FINAL, (id_floor(retention), retention, 5000)),
         ("bench: counts_by_status(app)", sql.COUNTS_FOR_APP, (app,)),
@@ -94,11 +97,23 @@ def _summary(plan: dict[str, Any]) -> tuple[str, int]:
 
 
 async def _explain(conn: asyncpg.Connection, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    statement = await conn.prepare("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query)
+    """EXPLAIN ANALYZE of ``query`` prepared and planned generically. (EXPLAIN of a statement
+    with parameters plans it for their values; EXECUTE takes literals, quoted by the server.)"""
+    name = f"q{next(_NAMES)}"
+    types = [t.name for t in (await conn.prepare(query)).get_parameters()]
+    run = query
+    if types:
+        await conn.execute(f"PREPARE {name}({', '.join(types)}) AS {query}")
+        literals = [
+            f"{await conn.fetchval(f'SELECT quote_nullable($1::{t}::text)', a)}::{t}"
+            for t, a in zip(types, args, strict=True)
+        ]
+        run = f"EXECUTE {name}({', '.join(literals)})"
     result: dict[str, Any] = {}
     try:
         async with conn.transaction():
-            result = json.loads(await statement.fetchval(*args))[0]
+            explained = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + run)
+            result = json.loads(explained)[0]
             raise _Rollback
     except _Rollback:
         pass

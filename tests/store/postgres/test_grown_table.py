@@ -97,13 +97,26 @@ def _rows_read(node: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 async def _explain(url: str, query: str, *args: Any) -> tuple[int, list[str], str]:
+    """Plan ``query`` as a prepared statement under force_generic_plan (EXPLAIN of a
+    statement with parameters would plan it for their values), run it with ``args``."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        statement = await conn.prepare("EXPLAIN (ANALYZE, FORMAT JSON) " + query)
+        types = [t.name for t in (await conn.prepare(query)).get_parameters()]
+        if types:
+            await conn.execute(f"PREPARE q({', '.join(types)}) AS {query}")
+            # EXECUTE takes no bind parameters: the values as literals, quoted by the server
+            literals = [
+                f"{await conn.fetchval(f'SELECT quote_nullable($1::{t}::text)', a)}::{t}"
+                for t, a in zip(types, args, strict=True)
+            ]
+            run = f"EXECUTE q({', '.join(literals)})"
+        else:
+            run = query
         try:
             async with conn.transaction():
-                plan = json.loads(await statement.fetchval(*args))[0]["Plan"]
+                plan = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + run))
+                plan = plan[0]["Plan"]
                 raise _Rollback
         except _Rollback:
             pass
