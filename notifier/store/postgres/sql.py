@@ -11,6 +11,8 @@ a key prefix (``key#...``, a user fan-out) is a plain index range.
 
 from __future__ import annotations
 
+import re
+
 from notifier.models import Status
 from notifier.store.base import API_KEY_ID_CHARS
 
@@ -164,6 +166,26 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at timestamptz NOT NULL
 );
 """
+
+
+def _unless_exists(schema: str) -> str:
+    """Each ``CREATE INDEX IF NOT EXISTS`` of ``schema`` asked for only when the index is
+    missing. Why: CREATE INDEX takes a SHARE lock on the table before it finds the index
+    there, and autovacuum gives way to any lock that conflicts with its own, so every api
+    and worker start cancelled a running vacuum; on a 10M-row table one takes minutes, and
+    with restarts a few minutes apart none finished (seen in the server log: cancelled at
+    block 971,430 of 998,315)."""
+    return re.sub(
+        r"CREATE (UNIQUE )?INDEX IF NOT EXISTS (\w+)(\s+ON [^;]+);",
+        lambda m: (
+            f"DO $$ BEGIN IF to_regclass('{m[2]}') IS NULL THEN "
+            f"CREATE {m[1] or ''}INDEX {m[2]}{m[3]}; END IF; END $$;"
+        ),
+        schema,
+    )
+
+
+SCHEMA = _unless_exists(SCHEMA)
 
 # -- notifications: API side ------------------------------------------------------------------
 
