@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the emulator delays push answers for the run: fcm=30-60,apns=20-80 (ms, "
         "uniform), real (that), none; restored after",
     )
+    grown = p.add_argument_group("a grown store (issue 17: cost as the store grows)")
+    grown.add_argument(
+        "--preload",
+        type=int,
+        metavar="N",
+        help="first add N final notifications of realistic shape (alone: load, then exit)",
+    )
+    grown.add_argument("--preload-days", type=float, default=30.0, help="created over D days")
+    grown.add_argument("--store-url", help="preload this store instead of the stack's")
     lanes = p.add_argument_group("lanes (issue 18: a campaign, a second app, and probes)")
     lanes.add_argument(
         "--lanes",
@@ -102,8 +111,12 @@ def _parser() -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> str | None:
     if args.tenants:
         return check_tenant_arguments(args)
+    if args.preload is not None and not 1 <= args.preload <= 100_000_000:
+        return "--preload must be 1..100000000"
+    if not 0 < args.preload_days <= 3650:
+        return "--preload-days must be > 0 and at most 3650"
     if args.notifications is None:
-        return "--notifications is required (except with --tenants)"
+        return None if args.preload else "--notifications (or --preload) is required"
     if not 1 <= args.notifications <= 10_000_000:
         return "--notifications must be 1..10000000"
     if args.rate is not None and args.rate <= 0:
@@ -409,6 +422,19 @@ async def _run(args: argparse.Namespace, config: StackConfig) -> dict[str, Any]:
     return {**summary, "provider_latency": latency}
 
 
+def _preload(args: argparse.Namespace) -> None:
+    """``--preload N``: fill the store (``--store-url``, else the stack's) first."""
+    from loadtest.preload import preload
+
+    url = args.store_url
+    if url is None:
+        config = StackConfig.load(Path(args.run_dir).resolve())
+        if config is None:
+            raise SystemExit(f"notifier bench: no stack in {args.run_dir} (or give --store-url)")
+        url = config.store_url
+    asyncio.run(preload(url, args.preload, days=args.preload_days, say=console.print))
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(argv)
@@ -417,6 +443,10 @@ def main(argv: list[str]) -> int:
         print(f"notifier bench: {problem}", file=sys.stderr)
         return 2
     try:
+        if args.preload:
+            _preload(args)
+            if args.notifications is None:
+                return 0
         config = _load_stack(Path(args.run_dir).resolve())
         summary = asyncio.run(_run(args, config))
         if args.tenants:

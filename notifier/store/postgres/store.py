@@ -163,18 +163,11 @@ class PostgresStore(CredentialStoreMixin, SharedStoreLogic):
         limit = max(1, int(limit))
         if not storable(app, user_id, after):
             return Page(items=[], next=None)
-        clauses: list[str] = ["app = $1"]
-        args: list[Any] = [app]
-        for column, value in (("user_id", user_id), ("status", status), ("id", after)):
-            if value is not None:
-                args.append(str(value))
-                clauses.append(f"{column} {'<' if column == 'id' else '='} ${len(args)}")
-        # Only fixed column names are interpolated; values travel as parameters.
-        query = (
-            f"SELECT * FROM notifications WHERE {' AND '.join(clauses)} "  # noqa: S608
-            f"ORDER BY id DESC LIMIT ${len(args) + 1}"
+        args: list[Any] = [app, limit + 1]
+        args += [v for v in (user_id, after) if v is not None]
+        query = sql.list_notifications(
+            status=status, by_user=user_id is not None, after=after is not None
         )
-        args.append(limit + 1)
         rows = await self._fetch(query, *args)
         items = [notification_from_row(r) for r in rows[:limit]]
         return Page(items=items, next=items[-1].id if len(rows) > limit else None)

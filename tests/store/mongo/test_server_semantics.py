@@ -175,3 +175,25 @@ async def test_bulk_apps_is_a_distinct_scan_of_the_open_bulk_index(
     stages = _plan_stages(explained["queryPlanner"]["winningPlan"])
     assert ("DISTINCT_SCAN", "open_bulk_app") in stages, stages
     assert "COLLSCAN" not in {stage for stage, _ in stages}, stages
+
+
+async def test_a_page_of_failed_notifications_is_read_from_the_unsent_final_index(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """https://www.mongodb.com/docs/manual/core/index-partial/ : a partial index serves a
+    query whose filter implies the index's (``status: "failed"`` implies ``status $in
+    [cancelled, expired, failed]``). list_notifications' page of one rare final status then
+    reads that page, not every sent document of the app (issue 17)."""
+    server.deviation(request, "plans this find as a collection scan and a sort, no index")
+    col = server.db["notifications"]
+    await col.create_indexes(q.NOTIFICATION_INDEXES)
+    await col.insert_many(
+        [
+            {"_id": f"{i:06d}", "app": "a", "status": "failed" if i % 50 == 0 else "sent"}
+            for i in range(2000)
+        ]
+    )
+    cursor = col.find({"app": "a", "status": "failed"}).sort("_id", -1).limit(5)
+    explained = await cursor.explain()
+    stages = _plan_stages(explained["queryPlanner"]["winningPlan"])
+    assert ("IXSCAN", "app_id_unsent_final") in stages, stages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
@@ -50,9 +51,55 @@ async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
         "(user_id, created_at)",
         "(target_token)",
         "(app, id DESC)",
+        "(app, status, id DESC) WHERE (status = ANY (ARRAY['failed'::text, 'cancelled'::text",
         "(app) WHERE ((lane = 'bulk'::text) AND",
     ):
         assert columns in defs, columns
+
+
+async def test_schema_sets_autovacuum_by_few_rows_and_keeps_an_operators_own(
+    fresh_pg_url: str,
+) -> None:
+    """A grown table is vacuumed and analyzed after a small share of its rows change (issue
+    17); an operator's own autovacuum setting on the table survives the next start."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    conn = await asyncpg.connect(fresh_pg_url)
+    query = "SELECT reloptions FROM pg_class WHERE oid = 'notifications'::regclass"
+    try:
+        await store.setup()
+        assert set(await conn.fetchval(query)) == {
+            "autovacuum_vacuum_scale_factor=0.02",
+            "autovacuum_vacuum_insert_scale_factor=0.02",
+            "autovacuum_analyze_scale_factor=0.01",
+        }
+        await conn.execute(
+            "ALTER TABLE notifications RESET (autovacuum_vacuum_insert_scale_factor,"
+            " autovacuum_analyze_scale_factor)"
+        )
+        await conn.execute("ALTER TABLE notifications SET (autovacuum_vacuum_scale_factor = 0.1)")
+        await store.setup()
+        assert await conn.fetchval(query) == ["autovacuum_vacuum_scale_factor=0.1"]
+    finally:
+        await conn.close()
+        await store.close()
+
+
+async def test_a_start_on_an_existing_schema_does_not_wait_for_autovacuum(
+    fresh_pg_url: str,
+) -> None:
+    """Every api and worker start runs setup(); on a set-up table it must take no lock that
+    conflicts with autovacuum's (SHARE UPDATE EXCLUSIVE), or it cancels a running vacuum:
+    on a 10M-row table each start did, and none finished (issue 17)."""
+    store = await PostgresStore.connect(fresh_pg_url)
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await store.setup()
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE notifications IN SHARE UPDATE EXCLUSIVE MODE")
+            await asyncio.wait_for(store.setup(), timeout=5)
+    finally:
+        await conn.close()
+        await store.close()
 
 
 async def test_garbage_text_is_rejected_cleanly(fresh_pg_url: str, now: datetime) -> None:
