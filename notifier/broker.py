@@ -32,6 +32,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from notifier import amqp
 from notifier.models import Lane, Wake
 from notifier.settings import Settings
 
@@ -148,7 +149,8 @@ class Broker:
     @classmethod
     async def connect(cls, settings: Settings, *, timeout: float = 10.0) -> Broker:
         try:
-            connection = await aio_pika.connect_robust(settings.amqp_url, timeout=timeout)
+            # the first live node of NOTIFIER_AMQP_URL; another live one if it is lost
+            connection = await amqp.connect_robust(settings, timeout=timeout)
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
         broker = cls(settings, connection)
@@ -403,7 +405,7 @@ async def delete_queues(settings: Settings, apps: Iterable[str] = ()) -> None:
     """Delete the work and dead-letter queues of ``settings`` (and the bulk queues of
     ``apps``): what a benchmark or a test declared for itself (quorum queues left behind pile
     up in RabbitMQ and slow it down)."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await amqp.connect_once(settings)
     async with connection:
         channel = await connection.channel()
         names = [settings.queue, *(dead_queue_for(settings, lane) for lane in Lane)]
