@@ -6,15 +6,24 @@ work queue SIGKILLed while they flow.
 Asserted: nothing accepted is lost (each id pushed and ``sent``); duplicate pushes, counted
 by the emulator, stay within the work in flight at the kill (workers x concurrency: only a
 claimed notification can be pushed, and a worker claims at most ``concurrency`` at once);
-delivery resumes within ``RESUME_SECONDS`` of the kill. The figures go to the log
-(``-s`` shows them): lost, duplicates, seconds to resume, the longest pause in deliveries.
+delivery resumes (the longest pause between pushes after the kill) within
+``RESUME_SECONDS``, and each client of the lost node is on a live one within
+``RECONNECT_SECONDS``. The figures are printed (``-s`` shows them).
 
 Clients are spread as a deployment might list the nodes: the API and worker 1 list node 1
-first, worker 2 node 2 first. The first declaration (the API's, on node 1) puts the queue's
-leader on node 1, so the kill takes the API's and worker 1's connections with it, while
-worker 2 keeps its own and sees only the leader change.
+first, worker 2 node 2 first. The first declaration (on node 1) puts the queue's leader on
+node 1, so the kill takes the API's and worker 1's connections with it, while worker 2
+keeps its own and sees only the leader change.
 
-Slow (about 2 to 3 minutes on 2 shared cores, most of it starting the cluster): ``make
+What it showed on RabbitMQ 3.10 (Debian 12): in every run some 1,400-1,550 ids (about
+one consumer's prefetch of 50-id messages) lost their wake-up in the election and were
+published again by the sweeper's lost-wake-up take, once the queue had moved on by
+max(60 s, 2 x NOTIFIER_LOCK_SECONDS): nothing is lost, but the last of them is pushed a
+minute or two after the kill, not seconds. This looks like rabbitmq-server#15473 (open):
+messages a dead leader handed to a consumer, left unacked in the queue and unknown to the
+channel, until that channel closes.
+
+Slow (4 to 7 minutes on 2 shared cores, 1 to 2 of them starting the cluster): ``make
 test-slow`` runs it, and CI through it (.ci/run).
 """
 
@@ -28,6 +37,7 @@ import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +51,16 @@ from notifier.broker import Broker
 from notifier.models import Status, utcnow
 from notifier.settings import Settings, load_settings
 from notifier.store.factory import open_store
+from notifier.sweeper import UNPUBLISHED_GRACE_SECONDS
 from notifier_tools.procs import free_port
 from tests.api.processes import spawn_api, stop, wait_healthy
 from tests.conftest import ROOT
 from tests.support import wait_for
 from tests.workers.conftest import WorkerPool
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+# timeout: the cluster's start (1-2 min on 2 shared cores), the run, and the sweeper's
+# lost-wake-up recovery (60 s after the queue moved past, see the module's last note)
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 CLUSTER = str(ROOT / "scripts" / "rabbit_cluster.sh")
 # Names and ports of this test's own: a cluster started by hand (rabbit-c, 5681-5683) may run.
@@ -64,10 +77,15 @@ CONCURRENCY = 32
 # The bound: a notification is pushed only once claimed, and a worker holds at most
 # CONCURRENCY claims; only those in flight when the node died can be pushed again.
 MAX_DUPLICATES = WORKERS * CONCURRENCY
-# From the kill to the first push of a notification accepted after it: the clients move to
-# a live node (at once: the lost node refuses, the next answers), the queue elects a new
-# leader (Raft, a few seconds), the API's unconfirmed publishes are published again.
-RESUME_SECONDS = 30.0
+# Delivery resumes: the longest pause between two pushes after the kill. Meanwhile the
+# clients move to a live node (at once: the lost node refuses, the next answers), the queue
+# elects a new leader (Raft, a few seconds), the API publishes again what was unconfirmed
+# (up to 10 s) and the workers push what they had already received. At worst the broker
+# refuses the API's publishes for longer (seen once in 4 runs: nacks for minutes on the
+# restored channel) and the sweeper publishes them after its grace for unconfirmed ones.
+RESUME_SECONDS = UNPUBLISHED_GRACE_SECONDS + 10.0
+# Each client of the lost node connected to a live one within this (measured: 1-2 s).
+RECONNECT_SECONDS = 10.0
 
 
 def cluster(*args: str) -> str:
@@ -157,7 +175,7 @@ async def test_leader_node_killed_mid_run_loses_nothing(
     assert sorted(info["members"]) == [node_name(n) for n in (1, 2, 3)]
 
     port = free_port()
-    api = spawn_api(settings, port, tmp_path / "api.log")
+    api = spawn_api(settings, port, tmp_path / "api.log", NOTIFIER_LOG_LEVEL="info")
     worker_env = {
         "NOTIFIER_STORE_URL": settings.store_url,
         "NOTIFIER_QUEUE": settings.queue,
@@ -174,12 +192,26 @@ async def test_leader_node_killed_mid_run_loses_nothing(
     finally:
         await pool.close()
         stop(api)
+    # what the workers' sweepers published again (unpublished or lost wake-ups)
+    logs = [(tmp_path / "api.log").read_text(), *(proc.log() for proc in pool.procs)]
+    figures["sweeper_republished"] = sum(
+        event.get("count", 0) for event in _events(logs, "sweeper_published")
+    )
+    # from the kill to each lost client's connection to a live node
+    figures["reconnect_seconds"] = sorted(
+        round(datetime.fromisoformat(event["timestamp"]).timestamp() - figures["killed_at"], 2)
+        for event in _events(logs, "amqp_node_connected")
+        if datetime.fromisoformat(event["timestamp"]).timestamp() > figures["killed_at"]
+    )
+    figures.pop("killed_at")
     print("\nbroker failover:", json.dumps(figures))
     assert figures["errors"] == 0, figures
     assert figures["lost"] == 0, figures
     assert figures["not_sent"] == 0, figures
     assert figures["duplicates"] <= MAX_DUPLICATES, figures
     assert figures["resume_seconds"] <= RESUME_SECONDS, figures
+    assert figures["reconnect_seconds"], figures  # the API and worker 1 were on the lost node
+    assert max(figures["reconnect_seconds"]) <= RECONNECT_SECONDS, figures
 
 
 async def _run(base_url: str, key: str, settings: Settings, emulator: Any) -> dict[str, Any]:
@@ -231,6 +263,17 @@ async def _run(base_url: str, key: str, settings: Settings, emulator: Any) -> di
     )
     receipts = sorted(entry[1] for nid, entry in deliveries.items() if nid in wanted)
     gaps = [b - a for a, b in itertools.pairwise(receipts) if b > killed_at]
+    # push time minus acceptance time: before the kill (the pipeline's usual lag), after it
+    lag_before = sorted(
+        deliveries[nid][1] - created_seconds(nid)
+        for nid in ids
+        if nid in deliveries and created_seconds(nid) < killed_at
+    )
+    lag_after = sorted(
+        deliveries[nid][1] - created_seconds(nid)
+        for nid in ids
+        if nid in deliveries and created_seconds(nid) >= killed_at
+    )
     return {
         "accepted": len(ids),
         "errors": stats.errors + stats.rejected,
@@ -239,10 +282,27 @@ async def _run(base_url: str, key: str, settings: Settings, emulator: Any) -> di
         "duplicates": sum(deliveries[nid][0] - 1 for nid in ids if nid in deliveries),
         "killed": leader,
         "new_leader": new_leader,
-        "resume_seconds": round(after[0] - killed_at, 2) if after else None,
-        "longest_pause_seconds": round(max(gaps, default=0.0), 2),
+        "killed_at": killed_at,
+        "resume_seconds": round(max(gaps, default=0.0), 2),
+        # with a backlog this is mostly the queue's wait, not the failover's
+        "first_push_of_one_accepted_after_kill": round(after[0] - killed_at, 2) if after else None,
         "drained_seconds_after_kill": round(receipts[-1] - killed_at, 2),
+        "lag_p50_before_kill": round(lag_before[len(lag_before) // 2], 2) if lag_before else None,
+        "lag_p50_after_kill": round(lag_after[len(lag_after) // 2], 2) if lag_after else None,
+        "lag_max_after_kill": round(lag_after[-1], 2) if lag_after else None,
     }
+
+
+def _events(logs: list[str], name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of event ``name`` in the processes' logs."""
+    found = []
+    for text in logs:
+        for line in text.splitlines():
+            if f'"{name}"' in line and line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") == name:
+                    found.append(event)
+    return found
 
 
 async def _pushed_since(emulator: Any, baseline: int, n: int) -> bool:
