@@ -81,8 +81,10 @@ MAX_DUPLICATES = WORKERS * CONCURRENCY
 # clients move to a live node (at once: the lost node refuses, the next answers), the queue
 # elects a new leader (Raft, a few seconds), the API publishes again what was unconfirmed
 # (up to 10 s) and the workers push what they had already received. At worst the broker
-# refuses the API's publishes for longer (seen once in 4 runs: nacks for minutes on the
-# restored channel) and the sweeper publishes them after its grace for unconfirmed ones.
+# refuses the API's publishes for longer and the sweeper publishes them after its grace for
+# unconfirmed ones. (Before a nacked publish replaced the API's publishing channel, RabbitMQ
+# 3.10 nacked that restored channel's publishes for minutes in 2 runs of 4: pauses of 26 and
+# 31 s; since, under 1 s.)
 RESUME_SECONDS = UNPUBLISHED_GRACE_SECONDS + 10.0
 # Each client of the lost node connected to a live one within this (measured: 1-2 s).
 RECONNECT_SECONDS = 10.0
