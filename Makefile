@@ -1,12 +1,14 @@
 # The two commands a new user runs on a fresh Debian 12 machine:
 #   make run    install what is missing, start the whole pipeline locally, send a few notifications
 #   make test   install what is missing, start RabbitMQ and PostgreSQL, run lint, types and the suite
+#   make test-slow   the tests that start services of their own for minutes (marker `cluster`:
+#               a 3-node RabbitMQ cluster on loopback, one node killed under load); CI runs it too
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services stop bench clean
+.PHONY: run test test-slow lint services stop bench clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -q && apt-get install -y -q python3; }
@@ -32,7 +34,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: services lint
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra -m "not cluster"
+
+test-slow: services
+	$(VENV)/bin/pytest -q -ra -m cluster
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -60,12 +60,24 @@ MAX_ROUND_SIZE = 1000
 ROUND_QUANTUM = MAX_BATCH
 # every 2 s: /ready answers 503 until the broker is back, so keep trying often
 RECONNECT_BACKOFF = Backoff(first_seconds=2.0, max_seconds=2.0)
+# A publish the broker did not confirm is tried again this long (a robust connection
+# reconnects within about a second after a node is lost, then restores its channel),
+# before the documents are left to the sweeper's UNPUBLISHED_GRACE_SECONDS (30 s).
+PUBLISH_RETRY_SECONDS = 10.0
+PUBLISH_RETRY_BACKOFF = Backoff(first_seconds=0.25, max_seconds=2.0, jitter=0.5)
 MARK_PUBLISHED_SECONDS = 0.2
 # A replay publishes a stored, never-published pending document this old at once; a younger
 # one is re-read when it reaches this age: a live API publishes before it answers and
 # records published_at about MARK_PUBLISHED_SECONDS later, so a younger one is most likely
 # still on its way (a duplicate wake-up would be harmless, only wasted).
 REPLAY_PUBLISH_AFTER_SECONDS = 2.0
+
+
+class _Closed(Exception):
+    """The broker connection was closed by this process: no publish can succeed."""
+
+    def __str__(self) -> str:
+        return "broker connection is closed"
 
 
 class BrokerLink:
@@ -92,14 +104,37 @@ class BrokerLink:
 
     async def publish(self, wakes: Sequence[Wake]) -> bool:
         """Publish each to its lane's queue, with confirms; False (counted, logged) when the
-        broker did not confirm them all."""
+        broker did not confirm them all.
+
+        A publish left unconfirmed by a lost connection is published again once the robust
+        connection is back (to the same node or, in a cluster, another live one), for up
+        to ``PUBLISH_RETRY_SECONDS``; the request waits for it. Past that, or with no
+        connection at all, the documents stay unpublished and the sweeper publishes them.
+        A repeat may duplicate a wake-up whose confirm alone was lost: the claim drops it.
+        """
         if not wakes:
             return True
+        broker = self.broker
+
+        async def attempt() -> None:
+            assert broker is not None
+            if broker.connection.is_closed:  # closed for good (shutdown): it never comes back
+                raise _Closed
+            await broker.publish_wakes(wakes)
+
         try:
-            if self.broker is None:
+            if broker is None:
                 raise BrokerUnavailable("not connected")
-            await self.broker.publish_wakes(wakes)
-        except BrokerUnavailable as exc:
+            await retry(
+                attempt,
+                what="publish",
+                backoff=PUBLISH_RETRY_BACKOFF,
+                retry_on=BrokerUnavailable,
+                budget_seconds=PUBLISH_RETRY_SECONDS,
+                event="publish_retry",
+                log_fields={"count": len(wakes)},
+            )
+        except (BrokerUnavailable, _Closed) as exc:
             API_PUBLISH_FAILURES.inc(len(wakes))
             log.warning("publish_failed", count=len(wakes), error=str(exc))
             return False

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,8 +32,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from notifier import amqp
+from notifier.logging import get_logger
 from notifier.models import Lane, Wake
 from notifier.settings import Settings
+
+log = get_logger(__name__)
 
 DLX_EXCHANGE = "notifier.dlx"
 # A fanout exchange on which a publisher announces each bulk queue it declares, so that the
@@ -42,6 +46,7 @@ BULK_APPS_EXCHANGE = "notifier.bulk.apps"
 DELIVERY_LIMIT = 20  # a message redelivered this often is poison: dead-letter it
 PUBLISH_TIMEOUT_SECONDS = 10.0
 IDS_PER_MESSAGE = 50  # ids packed into one work message
+RENEW_CHANNEL_SECONDS = 5.0  # a nacked publish replaces the publishing channel this often
 
 
 class BrokerUnavailable(Exception):
@@ -144,11 +149,13 @@ class Broker:
         self._announce: AbstractExchange | None = None
         self._declared: set[str] = set()  # the work queues this broker declared
         self._declaring: dict[str, asyncio.Future[AbstractQueue]] = {}
+        self._renewed_at = 0.0  # when the publishing channel was last replaced
 
     @classmethod
     async def connect(cls, settings: Settings, *, timeout: float = 10.0) -> Broker:
         try:
-            connection = await aio_pika.connect_robust(settings.amqp_url, timeout=timeout)
+            # the first live node of NOTIFIER_AMQP_URL; another live one if it is lost
+            connection = await amqp.connect_robust(settings, timeout=timeout)
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
         broker = cls(settings, connection)
@@ -246,7 +253,29 @@ class Broker:
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             if isinstance(exc, aio_pika.exceptions.PublishError):
                 self._declared.discard(queue)  # deleted meanwhile: declare it again next time
+            elif isinstance(exc, aio_pika.exceptions.DeliveryError):
+                await self._renew_channel()
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+
+    async def _renew_channel(self) -> None:
+        """Publish on a new channel from now on (at most every RENEW_CHANNEL_SECONDS).
+
+        Why: after a cluster node was lost, RabbitMQ 3.10 went on nacking every publish of
+        the channel the robust connection restored on another node, for minutes, while
+        other channels' publishes to the same quorum queue were confirmed."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._renewed_at < RENEW_CHANNEL_SECONDS:
+            return
+        self._renewed_at = loop.time()
+        old = self._channel
+        try:
+            await self.declare()  # a new channel, its exchanges and queues (idempotent)
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError):
+            return  # the old one stays; the next nack tries again
+        log.warning("publish_channel_renewed", reason="nack")
+        if old is not None and old is not self._channel:
+            with suppress(TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError):
+                await old.close()
 
     async def _announce_app(self, app: str) -> None:
         """Tell the workers an app's bulk queue exists (best effort: they also ask the
@@ -403,7 +432,7 @@ async def delete_queues(settings: Settings, apps: Iterable[str] = ()) -> None:
     """Delete the work and dead-letter queues of ``settings`` (and the bulk queues of
     ``apps``): what a benchmark or a test declared for itself (quorum queues left behind pile
     up in RabbitMQ and slow it down)."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await amqp.connect_once(settings)
     async with connection:
         channel = await connection.channel()
         names = [settings.queue, *(dead_queue_for(settings, lane) for lane in Lane)]

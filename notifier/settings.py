@@ -60,6 +60,11 @@ def _check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
     return value
 
 
+def _split_urls(value: str) -> tuple[str, ...]:
+    """The URLs of a comma-separated list (spaces around them ignored, empty items too)."""
+    return tuple(url.strip() for url in value.split(",") if url.strip())
+
+
 def _redact(url: str) -> str:
     """Hide the password of a URL so that a settings error never prints a secret.
 
@@ -84,6 +89,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     store_url: str = "mongodb://127.0.0.1:27017/notifier"
+    # One URL, or several (comma-separated): the nodes of a RabbitMQ cluster.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     queue: str = Field(default="notifications", min_length=1, max_length=200)
     prefetch: int = Field(default=10, ge=1, le=10_000)
@@ -169,7 +175,12 @@ class Settings(BaseModel):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, v: str) -> str:
-        return _check_url(v, ("amqp", "amqps"), "AMQP")
+        urls = _split_urls(v)
+        if not urls:
+            raise ValueError("must name at least one AMQP URL (comma-separated for a cluster)")
+        for url in urls:
+            _check_url(url, ("amqp", "amqps"), "AMQP")
+        return v
 
     @field_validator("fcm_endpoint", "apns_endpoint")
     @classmethod
@@ -205,6 +216,12 @@ class Settings(BaseModel):
     def store_kind(self) -> str:
         """``postgresql`` or ``mongodb``, from the scheme of the store URL."""
         return "postgresql" if self.store_url.startswith(("postgresql", "postgres")) else "mongodb"
+
+    @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker nodes of ``NOTIFIER_AMQP_URL``, in order: a client connects to the
+        first that answers, and on losing it to the next live one (``notifier.broker``)."""
+        return _split_urls(self.amqp_url)
 
     @property
     def dead_letter_queue(self) -> str:

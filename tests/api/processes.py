@@ -26,8 +26,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         NOTIFIER_LOG_LEVEL="warning",
         NOTIFIER_API_RATE_PER_SECOND=str(settings.api_rate_per_second),
         NOTIFIER_API_RATE_BURST=str(settings.api_rate_burst),
-        **extra,
     )
+    env.update(extra)  # may override the defaults above (the log level, say)
     return env
 
 
@@ -36,7 +36,8 @@ def spawn_api(
 ) -> subprocess.Popen[bytes]:
     """``python -m notifier api --port P`` on loopback; its output goes to ``log``.
 
-    ``extra_env``: more variables for the process (``NOTIFIER_...=value``)."""
+    ``extra_env``: more variables for the process (``NOTIFIER_...=value``), or other values
+    for those it sets."""
     argv = [sys.executable, "-m", "notifier", "api", "--host", "127.0.0.1", "--port", str(port)]
     return procs.spawn(argv, log=log, env=settings_env(settings, **extra_env), cwd=ROOT)
 
