@@ -26,7 +26,6 @@ from emulator.control import EmulatorControl
 from loadtest.accounting import Deliveries, account
 from loadtest.bench import (
     STORE_CHECK_SECONDS,
-    _batch_size,
     _cpu_per_notification,
     _progress,
     _store_counts,
@@ -34,6 +33,7 @@ from loadtest.bench import (
     clients,
     prepare,
 )
+from loadtest.bench_args import batch_size
 from loadtest.driver import KillLog, SubmitStats, Submitter, kill_workers, make_payloads, open_count
 from loadtest.lanes import (
     TRANSACTIONAL_P99_TARGET_MS,
@@ -114,7 +114,7 @@ class _LanesRun:
         args = self.args
         explicit = args.explicit_lanes
         self.baseline = await self.control.pushed()
-        bulk = {"batch_size": _batch_size(args), "connections": args.connections}
+        bulk = {"batch_size": batch_size(args), "connections": args.connections}
         campaign = self._submitter(keys[0], "app A  ", args.notifications, rate=args.rate, **bulk)
         fair = self._submitter(keys[1], "app B  ", args.fair_app_notifications, rate=None, **bulk)
         probes = self._submitter(

@@ -8,7 +8,8 @@ import math
 import uuid_utils
 
 from loadtest.accounting import created_seconds
-from loadtest.bench import _check_args, _parser
+from loadtest.bench_args import check_args as _check_args
+from loadtest.bench_args import parser as _parser
 from loadtest.driver import SubmitStats
 from loadtest.lanes import fairness, latency_by_phase, p99_met, rate_between, subtract_counts
 from loadtest.lanes_bench import Streams, lane_figures, lane_payloads

@@ -48,7 +48,8 @@ async def test_preload_copies_rows_the_store_reads(fresh_pg_url: str) -> None:
 
 
 def test_bench_takes_preload_alone_or_with_a_run_and_needs_one_of_them() -> None:
-    from loadtest.bench import _check_args, _parser
+    from loadtest.bench_args import check_args as _check_args
+    from loadtest.bench_args import parser as _parser
 
     def problem(*argv: str) -> str | None:
         return _check_args(_parser().parse_args(list(argv)))

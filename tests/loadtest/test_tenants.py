@@ -8,7 +8,8 @@ import math
 import uuid_utils
 
 from loadtest.accounting import Latency
-from loadtest.bench import _check_args, _parser
+from loadtest.bench_args import check_args as _check_args
+from loadtest.bench_args import parser as _parser
 from loadtest.tenants import credential_counts, latency_between, latency_figures, ratio
 
 T0 = 1_700_000_000.0
