@@ -10,7 +10,6 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,6 @@ DEVICE = "ab" * 32
 FCM_TOKEN = "fcm-device-token-0001"
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-
-
-@pytest.fixture
-async def emu(emulator: EmulatorHandle) -> AsyncIterator[EmulatorHandle]:
-    await emulator.control.reset()
-    yield emulator
-    await emulator.control.reset()
-
-
-@pytest.fixture
-async def client(emu: EmulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
-    context = ssl.create_default_context(cafile=str(emu.ca_file))
-    async with httpx.AsyncClient(
-        base_url=emu.endpoint, http2=True, verify=context, trust_env=False
-    ) as c:
-        yield c
 
 
 def _account(emu: EmulatorHandle) -> dict[str, Any]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from emulator import main as emulator_main
 from emulator.latency import DelayRange, LatencyProfile
-from emulator.testing import EmulatorHandle, run_emulator
+from emulator.testing import run_emulator
 from tests.emulator.test_emulator import (
     DEVICE,
     GRANT,
@@ -27,22 +26,6 @@ from tests.emulator.test_emulator import (
     _push,
     _send,
 )
-
-
-@pytest.fixture
-async def emu(emulator: EmulatorHandle) -> AsyncIterator[EmulatorHandle]:
-    await emulator.control.reset()
-    yield emulator
-    await emulator.control.reset()
-
-
-@pytest.fixture
-async def client(emu: EmulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
-    context = ssl.create_default_context(cafile=str(emu.ca_file))
-    async with httpx.AsyncClient(
-        base_url=emu.endpoint, http2=True, verify=context, trust_env=False, timeout=30
-    ) as c:
-        yield c
 
 
 async def _timed(call: object) -> tuple[httpx.Response, float]:
