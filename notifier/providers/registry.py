@@ -9,7 +9,9 @@ HTTP/2 connections and its own OAuth2 token or APNs JWT cache (the clients own t
 Changes come from :class:`~notifier.credentials.vault.CredentialWatch`, polled every
 ``POLL_SECONDS`` (5 s): a changed app's clients are dropped from the map, so its next push
 loads the new credential; a dropped (or evicted) client is closed once its in-flight
-pushes end. A change thus serves new pushes within 5 s plus a poll's round trip.
+pushes end. A change thus serves new pushes within 5 s plus a poll's round trip. A change,
+and a credential healing, also release the notifications it held (:meth:`_release`): they
+are made due now, and the sweeper republishes them within its next round.
 
 Isolation and health: an app client takes at most ``NOTIFIER_CREDENTIAL_CONCURRENCY``
 pushes at once, the environment's default client (shared by every app without its own)
@@ -38,7 +40,7 @@ from notifier.models import Notification, Platform, utcnow
 from notifier.providers.apns import ApnsProvider, ProviderToken
 from notifier.providers.base import Provider, PushOutcome, PushResult
 from notifier.providers.fcm import FcmProvider
-from notifier.providers.health import BUSY, DEFAULT_APP, HELD, CredentialHealth
+from notifier.providers.health import BUSY, DEFAULT_APP, HELD, HOLD_CODES, CredentialHealth
 from notifier.providers.http2 import TransportConfig
 from notifier.providers.oauth import ServiceAccount
 from notifier.settings import Settings
@@ -172,9 +174,12 @@ class ProviderRegistry:
             client.inflight -= 1
             if client.retired and client.inflight == 0:
                 self._close_later(client)
+        was_healthy = client.health.healthy
         report = client.health.record(result)
         if report is not None:  # rare: a change of state (or the first answer)
             self._report(client, report, result.code)
+            if report and not was_healthy:  # healed: what it held may go now
+                self._release_later(client.app, client.provider.platform)
         return result
 
     # -- loading -----------------------------------------------------------------------------
@@ -272,8 +277,11 @@ class ProviderRegistry:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                for change in await watch.poll():
+                changes = await watch.poll()
+                for change in changes:
                     self.forget(change.app)
+                for change in changes:  # after every forget: a failed release skips none
+                    await self._release_logged(change.app, Platform(change.provider.value))
             except StoreUnavailable as exc:
                 log.warning("credential_watch_failed", error=type(exc).__name__)
             except Exception:  # a store hiccup must not end the watch: log, poll again
@@ -287,6 +295,33 @@ class ProviderRegistry:
             client = self._clients.pop((app, platform), None)
             if client is not None:
                 self._retire(client)
+
+    async def _release(self, app: str, platform: Platform) -> None:
+        """Make the notifications held for ``app``'s ``platform`` credential due now, so the
+        sweeper republishes them within a round instead of at their grown backoff (up to
+        ``NOTIFIER_RETRY_MAX_SECONDS``). The default credential serves every app without its
+        own: all held notifications of the platform are released (those of an app whose own
+        credential still fails are held again at once, without a request: an extra early
+        retry, cheaper than reading which apps have their own). Every worker that sees the
+        change or heal releases too: a later release finds them due already."""
+        if self._store is None:
+            return
+        released = await self._store.release_held(
+            None if app == DEFAULT_APP else app, platform, utcnow(), codes=HOLD_CODES
+        )
+        if released:
+            log.info("held_released", app=app, provider=platform.value, count=released)
+
+    def _release_later(self, app: str, platform: Platform) -> None:
+        task = asyncio.get_running_loop().create_task(self._release_logged(app, platform))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _release_logged(self, app: str, platform: Platform) -> None:
+        try:
+            await self._release(app, platform)
+        except Exception:  # they still go out at their backoff: log, do not stop the caller
+            log.exception("held_release_failed", app=app)
 
     def _retire(self, client: CredentialClient) -> None:
         if client.shared or client.retired:

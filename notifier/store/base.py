@@ -13,7 +13,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -429,6 +429,16 @@ class NotificationStore(Protocol):
         """The health records of these apps, by app and provider."""
 
     # -- admin keys: the admin API's bearer keys, apart from apps' keys --------------------------
+    async def release_held(
+        self, app: str | None, platform: Platform, now: datetime, *, codes: Collection[str]
+    ) -> int:
+        """Make held notifications due now: ``retrying`` ones of ``app`` (``None``: every
+        app) and ``platform`` whose ``last_error.code`` is in ``codes`` (the registry passes
+        :data:`~notifier.providers.health.HOLD_CODES`) and whose ``next_attempt_at`` is
+        later than ``now`` get ``next_attempt_at = now``; the number changed. The sweeper's
+        due take then republishes them. One conditional update: idempotent, and harmless
+        when several workers release at once (a later caller finds them due already)."""
+
     async def add_admin_key(self, key_hash: str, now: datetime) -> None: ...
 
     async def is_admin_key_hash(self, key_hash: str) -> bool: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from notifier.credentials.model import ApnsCredential, FcmCredential
 from notifier.credentials.sealing import Keyring, new_key, parse_key
 from notifier.credentials.vault import set_credential
 from notifier.metrics import CREDENTIAL_HEALTHY
-from notifier.models import Platform
+from notifier.models import LastError, Platform, Status, utcnow
 from notifier.providers.base import PushOutcome, PushResult
 from notifier.providers.factory import build_providers
 from notifier.providers.health import BUSY, CREDENTIAL_FAULT, HELD
@@ -25,6 +26,7 @@ from notifier.settings import Settings, load_settings
 from notifier.store.base import NotificationStore
 from notifier.store.factory import open_store
 from tests.providers.support import fresh
+from tests.store.conftest import insert, make_notification
 from tests.support import wait_for
 
 
@@ -268,3 +270,76 @@ async def test_a_tls_failure_makes_the_credential_unhealthy(emulator: Any) -> No
             {"app": DEFAULT_APP, "provider": "fcm", "healthy": True, "in_flight": 0},
             {"app": DEFAULT_APP, "provider": "apns", "healthy": False, "in_flight": 0},
         ]
+
+
+async def held_in_store(store: NotificationStore, app: str, platform: Platform) -> str:
+    """A notification of ``app`` held as retrying, due only in an hour; its id."""
+    now = utcnow()
+    n = make_notification(
+        now,
+        app=app,
+        target=fresh(platform, app=app).target,
+        status=Status.RETRYING,
+        next_attempt_at=now + timedelta(hours=1),
+        last_error=LastError(HELD, "held"),
+        attempts=4,
+    )
+    await insert(store, n)
+    return n.id
+
+
+async def released(store: NotificationStore, nid: str) -> bool:
+    n = await store.get(nid)
+    assert n is not None and n.status is Status.RETRYING
+    return n.next_attempt_at is not None and n.next_attempt_at <= utcnow()
+
+
+async def test_a_healed_credential_releases_the_notifications_it_held(
+    emulator: Any, store: NotificationStore, keyring: Keyring
+) -> None:
+    """A probe that heals an app's credential makes that app's held notifications due now
+    (the sweeper republishes them within a round); another app's stay at their backoff."""
+    project, _ = await fcm_app(emulator, store, keyring, "broken")
+    mine = await held_in_store(store, "broken", Platform.FCM)
+    other = await held_in_store(store, "other", Platform.FCM)
+    settings = load_settings(emulator.env, credential_probe_seconds=0.3)
+    async with ProviderRegistry(
+        settings, build_providers(settings), store=store, keyring=keyring
+    ) as registry:
+        await emulator.control.fail_fcm(project, 403, "")
+        refused = await registry.send(fresh(Platform.FCM, app="broken"))
+        assert refused.code == CREDENTIAL_FAULT
+        assert not await released(store, mine)
+        await emulator.control.heal_fcm(project)
+
+        async def healed() -> bool:
+            return (await registry.send(fresh(Platform.FCM, app="broken"))).sent
+
+        await wait_for(healed, timeout=10, interval=0.1, what="a probe heals it")
+        await wait_for(lambda: released(store, mine), timeout=5, what="released")
+    assert not await released(store, other)
+
+
+async def test_the_default_credential_healing_releases_every_app_held_on_it(
+    emulator: Any, store: NotificationStore, keyring: Keyring
+) -> None:
+    default_project = (await emulator.control.credentials())["fcm"][0]["project_id"]
+    plain = await held_in_store(store, "plain", Platform.FCM)
+    apns = await held_in_store(store, "plain", Platform.APNS)
+    settings = load_settings(emulator.env, credential_probe_seconds=0.3)
+    async with ProviderRegistry(
+        settings, build_providers(settings), store=store, keyring=keyring
+    ) as registry:
+        await emulator.control.fail_fcm(default_project, 403, "")
+        try:
+            refused = await registry.send(fresh(Platform.FCM, app="plain"))
+            assert refused.code == CREDENTIAL_FAULT
+        finally:
+            await emulator.control.heal_fcm(default_project)
+
+        async def healed() -> bool:
+            return (await registry.send(fresh(Platform.FCM, app="another"))).sent
+
+        await wait_for(healed, timeout=10, interval=0.1, what="a probe heals it")
+        await wait_for(lambda: released(store, plain), timeout=5, what="released")
+    assert not await released(store, apns)

@@ -7,6 +7,8 @@ throttled credential does not hold up another app's notifications."""
 from __future__ import annotations
 
 import secrets
+import time
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,7 +17,7 @@ from notifier.broker import Broker
 from notifier.credentials.model import ApnsCredential, FcmCredential
 from notifier.credentials.sealing import Keyring, new_key, parse_key
 from notifier.credentials.vault import set_credential
-from notifier.models import Platform, Status
+from notifier.models import Platform, Status, utcnow
 from notifier.store.base import NotificationStore
 from tests.support import wait_for
 from tests.workers.conftest import (
@@ -185,3 +187,46 @@ async def test_a_slow_credential_takes_only_its_bound_of_slots_and_another_app_o
     held = [n for n in bravo if n is not None and n.last_error is not None]
     assert any(n.last_error and n.last_error.code == "credential_busy" for n in held)
     await emulator.control.clear_faults()
+
+
+async def test_held_notifications_go_out_within_seconds_of_the_credential_being_replaced(
+    store: NotificationStore, broker: Broker, workers: WorkerPool, emulator: Any
+) -> None:
+    """Held notifications wait at their backoff (here at least 10 minutes: the probe
+    interval floors a held push's retry); replacing the credential releases them, so they
+    are delivered within the watch's poll (5 s) plus a sweeper round, not 10 minutes later."""
+    secrets_key = new_key()
+    keyring = Keyring(parse_key(secrets_key))
+    names = await give_credentials(emulator, store, keyring, "charlie")
+    project = names[Platform.FCM]
+    await emulator.control.revoke_fcm(project)
+    await workers.start(
+        concurrency=8,
+        NOTIFIER_SECRETS_KEY=secrets_key,
+        NOTIFIER_CREDENTIAL_PROBE_SECONDS=600,
+        NOTIFIER_RETRY_BASE_SECONDS=600,
+        NOTIFIER_RETRY_MAX_SECONDS=900,
+    )
+    held = [make_notification(Platform.FCM, app="charlie") for _ in range(5)]
+    await insert_and_publish(store, broker, held)
+
+    async def all_held_far_off() -> bool:
+        # the refused first push's backoff is jittered: it may come back due soon, and is
+        # then held again at the probe floor; wait until every one waits past the timeout below
+        cutoff = utcnow() + timedelta(seconds=30)
+        found = [await store.get(n.id) for n in held]
+        return all(
+            n is not None
+            and n.status is Status.RETRYING
+            and n.next_attempt_at is not None
+            and n.next_attempt_at > cutoff
+            for n in found
+        )
+
+    await wait_for(all_held_far_off, timeout=60, interval=0.2, what="held far off")
+    info = await emulator.control.add_fcm_project(project)
+    await set_credential(store, keyring, "charlie", FcmCredential.parse(info))
+    replaced = time.monotonic()
+    delivered = await wait_final(store, [n.id for n in held], timeout=20)
+    assert {n.status for n in delivered.values()} == {Status.SENT}
+    assert time.monotonic() - replaced < 20

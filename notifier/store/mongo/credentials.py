@@ -9,7 +9,7 @@ Same semantics as the PostgreSQL mixin; one contract suite holds both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from notifier.models import as_utc
+from notifier.models import Platform, Status, as_utc
 from notifier.store.base import (
     API_KEY_ID_CHARS,
     ApiKeyInfo,
@@ -54,6 +54,7 @@ def _record(doc: Document) -> StoredCredential:
 class CredentialStoreMixin:
     """The credential and admin-key methods of the store protocol (MongoDB)."""
 
+    _notifications: AsyncCollection[Document]
     _credentials: AsyncCollection[Document]
     _admin_keys: AsyncCollection[Document]
     _credential_health: AsyncCollection[Document]
@@ -147,6 +148,29 @@ class CredentialStoreMixin:
             for d in docs
         ]
         return sorted(records, key=lambda r: (r.app, r.provider))
+
+    @mapped
+    async def release_held(
+        self, app: str | None, platform: Platform, now: datetime, *, codes: Collection[str]
+    ) -> int:
+        # A range of the status_next_attempt index (status, next_attempt_at): it reads the
+        # not-yet-due retrying backlog, never final documents. Hinted, as the stand-in's
+        # explain shows no plan to check the planner's choice by, and app_id (the app's
+        # whole history) is the other candidate. A release is rare: no index of its own.
+        match: Document = {
+            "status": Status.RETRYING.value,
+            "next_attempt_at": {"$gt": now},
+            "target.platform": platform.value,
+            "last_error.code": {"$in": sorted(codes)},
+        }
+        if app is not None:
+            match["app"] = app
+        result = await self._notifications.update_many(
+            match,
+            {"$set": {"next_attempt_at": now, "updated_at": now}},
+            hint="status_next_attempt",
+        )
+        return result.modified_count
 
     @mapped
     async def add_admin_key(self, key_hash: str, now: datetime) -> None:

@@ -13,10 +13,11 @@ UPDATE fenced on the version.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from notifier.models import Platform
 from notifier.store.base import (
     API_KEY_ID_CHARS,
     ApiKeyInfo,
@@ -54,6 +55,17 @@ CREATE TABLE IF NOT EXISTS admin_keys (
     created_at timestamptz NOT NULL
 );
 """
+
+# release_held: held notifications made due now. status = 'retrying' and next_attempt_at > $3
+# are a range of the partial index notifications_open_status_next_attempt (status,
+# next_attempt_at) WHERE status IN OPEN: it reads the not-yet-due retrying backlog only, and
+# a release is rare (a credential replaced, deleted or healed), so no index of its own.
+RELEASE_HELD = """
+UPDATE notifications SET next_attempt_at = $2, updated_at = $2
+WHERE status = 'retrying' AND next_attempt_at > $2 AND target_platform = $1
+  AND last_error->>'code' = ANY($3::text[])
+"""
+RELEASE_HELD_OF_APP = RELEASE_HELD + "  AND app = $4\n"
 
 _COLUMNS = "app, provider, secrets_key_id, ciphertext, public, version, updated_at, deleted"
 PUT = f"""
@@ -176,6 +188,18 @@ class CredentialStoreMixin:
             )
             for r in rows
         ]
+
+    async def release_held(
+        self, app: str | None, platform: Platform, now: datetime, *, codes: Collection[str]
+    ) -> int:
+        args: list[Any] = [platform.value, now, sorted(codes)]
+        if app is None:
+            status = await self._execute(RELEASE_HELD, *args)
+        elif not storable(app):
+            return 0
+        else:
+            status = await self._execute(RELEASE_HELD_OF_APP, *args, app)
+        return int(status.split()[-1])
 
     async def add_admin_key(self, key_hash: str, now: datetime) -> None:
         await self._execute(ADD_ADMIN_KEY, key_hash, now)

@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 
 from notifier.models import Lane, Platform, Status
+from notifier.providers.health import HOLD_CODES
 from notifier.store.base import StoreUnavailable
-from notifier.store.postgres import PostgresStore, sql
+from notifier.store.postgres import PostgresStore, credentials, sql
 from notifier.store.postgres import pool as postgres_pool
 from tests.conftest import PG_ADMIN_URL
 from tests.store.conftest import insert, make_notification
@@ -325,3 +326,35 @@ async def test_setup_adds_the_lane_to_a_table_from_before_the_lanes(
     finally:
         await conn.close()
         await store.close()
+
+
+async def test_release_held_reads_the_open_index_not_the_table(fresh_pg_url: str) -> None:
+    """A credential's release (issue 16) runs in every worker on a change or a heal: it
+    reads the not-yet-due retrying backlog by the open-status index, never the table of
+    final documents (here 19,800 sent, 200 held)."""
+    status = "CASE WHEN g % 100 = 0 THEN 'retrying' ELSE 'sent' END"
+    conn = await _analyzed_table(fresh_pg_url, status, "now()", "NULL", app="'app' || (g % 2)")
+    try:
+        await conn.execute(
+            "UPDATE notifications SET next_attempt_at = now() + interval '10 minutes', "
+            'last_error = \'{"code": "credential_unhealthy", "message": "held"}\'::jsonb '
+            "WHERE status = 'retrying'"
+        )
+        await conn.execute("ANALYZE notifications")
+        now = await conn.fetchval("SELECT now()")
+        codes = sorted(HOLD_CODES)
+        plans = []
+        for query, args in (
+            (credentials.RELEASE_HELD_OF_APP, ("fcm", now, codes, "app0")),
+            (credentials.RELEASE_HELD, ("fcm", now, codes)),
+        ):
+            statement = await conn.prepare("EXPLAIN (ANALYZE) " + query)
+            with contextlib.suppress(_Rollback):
+                async with conn.transaction():
+                    plans.append("\n".join(r[0] for r in await statement.fetch(*args)))
+                    raise _Rollback
+    finally:
+        await conn.close()
+    for plan in plans:
+        assert "Seq Scan" not in plan, plan
+        assert "notifications_open_status_next_attempt" in plan, plan
