@@ -24,11 +24,13 @@ class GatedInserts:
     def __init__(self, store: NotificationStore, gated: frozenset[Lane] = frozenset(Lane)) -> None:
         self.store = store
         self.inserts: list[int] = []
+        self.apps: list[set[str]] = []  # the apps of each insert's notifications
         self.gate = asyncio.Event()
         self.gated = gated
 
     async def insert_many(self, notifications: Sequence[Notification]) -> list[InsertResult]:
         self.inserts.append(len(notifications))
+        self.apps.append({n.app for n in notifications})
         if any(n.lane in self.gated for n in notifications):
             await self.gate.wait()
         return await self.store.insert_many(notifications)
@@ -113,25 +115,22 @@ async def test_a_second_apps_batch_is_not_written_behind_a_campaigns_queued_batc
 ) -> None:
     """App A has two 500-item batches queued in the bulk rounds (a third inserting) when app
     B's one batch arrives: B's goes into the next round, beside A's next batch, not after
-    all of A's (in arrival order it was answered last)."""
+    all of A's (in arrival order it was written last)."""
     settings = make_settings()
     gated = GatedInserts(store, gated=frozenset({Lane.BULK}))
     link = BrokerLink(settings, await Broker.connect(settings))
     writer = Writer(cast(NotificationStore, gated), link)
-    answered: list[str] = []
 
-    def write(app: str, batch: list[Notification]) -> asyncio.Future[list[InsertResult]]:
-        task = asyncio.ensure_future(writer.write(batch))
-        task.add_done_callback(lambda _: answered.append(app))
-        return task
+    def write(batch: list[Notification]) -> asyncio.Future[list[InsertResult]]:
+        return asyncio.ensure_future(writer.write(batch))
 
     try:
-        a = [write("A", docs(500, Lane.BULK, "app-a"))]
+        a = [write(docs(500, Lane.BULK, "app-a"))]
         await wait_for(lambda: gated.inserts == [500], timeout=30, what="A's first round")
-        a += [write("A", docs(500, Lane.BULK, "app-a")) for _ in range(2)]
+        a += [write(docs(500, Lane.BULK, "app-a")) for _ in range(2)]
         await asyncio.sleep(0)  # A's two reach the writer's queue first
         b_batch = docs(500, Lane.BULK, "app-b")
-        b = write("B", b_batch)
+        b = write(b_batch)
         await asyncio.sleep(0.05)
         assert gated.inserts == [500]  # all of it queued behind the held round
         gated.gate.set()
@@ -139,7 +138,10 @@ async def test_a_second_apps_batch_is_not_written_behind_a_campaigns_queued_batc
         await asyncio.wait_for(asyncio.gather(*a), 60)
         # rounds of at most 1,000: A's held one; then A's next beside B's; then A's last
         assert gated.inserts == [500, 1000, 500]
-        assert answered.index("B") <= 2, f"B's batch answered {answered.index('B') + 1}th"
+        # B's is written in the round after the held one, beside A's next (in arrival order
+        # that round held A's two and B's came last). When each request is answered also
+        # depends on its queue's first declaration, so the rounds' contents are asserted.
+        assert gated.apps == [{"app-a"}, {"app-a", "app-b"}, {"app-a"}], gated.apps
         assert [r.notification.id for r in b_results] == [d.id for d in b_batch]
         assert all(r.created for r in b_results)
     finally:
