@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from api.responses import DateTime
+from api.schemas import NO_NUL_PATTERN
 from notifier.credentials.model import (
     APPLE_ID_PATTERN,
     MAX_MATERIAL_BYTES,
@@ -24,13 +25,23 @@ from notifier.credentials.model import (
 # control character) less "/", which cannot be one path segment.
 APP_PATH_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/]{1,200}$"
 _NON_EMPTY = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*\S[^\x00]*$")]
+_EXTRA = Annotated[str, Field(max_length=MAX_MATERIAL_BYTES, pattern=NO_NUL_PATTERN)]
 _EXACT = ConfigDict(extra="forbid")
 
 
 class ServiceAccount(BaseModel):
     """A Google service-account JSON as Firebase hands it out (its other fields are kept)."""
 
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    model_config = ConfigDict(
+        strict=True,
+        extra="allow",
+        frozen=True,
+        json_schema_extra={"propertyNames": {"pattern": NO_NUL_PATTERN}},
+    )
+    # Its other fields (type, private_key_id, client_id, auth_uri, universe_domain, ...) are
+    # strings in every file Google hands out; typed so, the schema says what the API
+    # refuses (a NUL anywhere in a body is a 422: api/body.py).
+    __pydantic_extra__: dict[str, _EXTRA]
 
     project_id: _NON_EMPTY
     client_email: _NON_EMPTY

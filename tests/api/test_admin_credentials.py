@@ -119,6 +119,26 @@ async def test_a_bad_fcm_private_key_names_its_pointer(
     assert await api.store.get_credentials("bad") == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "pointer"),
+    [
+        ({"client_id": {"nested": 1}}, "/service_account/client_id"),
+        ({"bad\u0000key": "x"}, "/service_account/bad\u0000key"),
+    ],
+)
+async def test_a_service_accounts_other_fields_are_strings_as_its_schema_says(
+    admin_api: tuple[Api, dict[str, str]], extra: dict[str, Any], pointer: str
+) -> None:
+    """Google's service-account files hold only strings; the schema says the other fields
+    are strings without NUL, and the API refuses what the schema refuses, naming it."""
+    api, admin = admin_api
+    body = {"service_account": {**service_account(), **extra}}
+    r = await api.client.put(_path("bad", "fcm"), json=body, headers=admin)
+    assert r.status == 422 and r.content_type == "application/problem+json"
+    assert [e["pointer"] for e in (await r.json())["errors"]] == [pointer]
+    assert await api.store.get_credentials("bad") == []
+
+
 async def test_an_app_key_cannot_reach_the_admin_api(
     admin_api: tuple[Api, dict[str, str]],
 ) -> None:
