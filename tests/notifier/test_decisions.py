@@ -115,6 +115,11 @@ TABLE = [
         id="credential-busy-held",
     ),
     pytest.param(
+        PushResult(R.RETRY, code="credential_busy"), 7, None,
+        Status.RETRYING, AttemptOutcome.RETRY, 10.0, False, None, "credential_busy",
+        id="credential-busy-does-not-grow-the-backoff",
+    ),
+    pytest.param(
         PushResult(R.RETRY, 401, code="config_error"), 5, 5,
         Status.EXPIRED, AttemptOutcome.RETRY, None, False, None, "config_error",
         id="credential-hold-ends-at-the-ttl",
