@@ -96,9 +96,13 @@ def _summary(plan: dict[str, Any]) -> tuple[str, int]:
     return ", ".join(dict.fromkeys(scans)), buffers
 
 
-async def _explain(conn: asyncpg.Connection, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    """EXPLAIN ANALYZE of ``query`` prepared and planned generically. (EXPLAIN of a statement
-    with parameters plans it for their values; EXECUTE takes literals, quoted by the server.)"""
+async def explain_generic(
+    conn: asyncpg.Connection, query: str, args: tuple[Any, ...]
+) -> dict[str, Any]:
+    """EXPLAIN ANALYZE (with buffers) of ``query`` run with ``args``, rolled back: prepared,
+    so planned generically when ``conn`` has ``plan_cache_mode = force_generic_plan``.
+    (EXPLAIN of a statement with parameters plans it for their values; EXECUTE takes
+    literals, quoted by the server.)"""
     name = f"q{next(_NAMES)}"
     types = [t.name for t in (await conn.prepare(query)).get_parameters()]
     run = query
@@ -142,7 +146,7 @@ async def main(url: str, show_plans: bool) -> None:
         for name, query, args in _statements(sample):
             best: dict[str, Any] | None = None
             for _ in range(3):
-                plan = await _explain(conn, query, args)
+                plan = await explain_generic(conn, query, args)
                 if best is None or plan["Execution Time"] < best["Execution Time"]:
                     best = plan
             assert best is not None

@@ -24,6 +24,7 @@ import pytest
 
 from notifier.models import Status, id_floor
 from notifier.store.postgres import PostgresStore, sql
+from notifier_tools.bench.explain import explain_generic
 from tests.conftest import own_database
 
 ROWS = 200_000
@@ -74,10 +75,6 @@ async def grown_url(services: None) -> AsyncIterator[str]:
         yield url
 
 
-class _Rollback(Exception):
-    pass
-
-
 def _rows_read(node: dict[str, Any]) -> tuple[int, list[str]]:
     """Rows the plan's scans read (returned and filtered out, over every loop), and the scans."""
     total, scans = 0, []
@@ -102,24 +99,7 @@ async def _explain(url: str, query: str, *args: Any) -> tuple[int, list[str], st
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        types = [t.name for t in (await conn.prepare(query)).get_parameters()]
-        if types:
-            await conn.execute(f"PREPARE q({', '.join(types)}) AS {query}")
-            # EXECUTE takes no bind parameters: the values as literals, quoted by the server
-            literals = [
-                f"{await conn.fetchval(f'SELECT quote_nullable($1::{t}::text)', a)}::{t}"
-                for t, a in zip(types, args, strict=True)
-            ]
-            run = f"EXECUTE q({', '.join(literals)})"
-        else:
-            run = query
-        try:
-            async with conn.transaction():
-                plan = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + run))
-                plan = plan[0]["Plan"]
-                raise _Rollback
-        except _Rollback:
-            pass
+        plan = (await explain_generic(conn, query, args))["Plan"]
     finally:
         await conn.close()
     read, scans = _rows_read(plan)
