@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,6 +18,7 @@ from notifier.providers.health import HOLD_CODES
 from notifier.store.base import StoreUnavailable
 from notifier.store.postgres import PostgresStore, credentials, sql
 from notifier.store.postgres import pool as postgres_pool
+from notifier_tools.bench.explain import explain_generic
 from tests.conftest import PG_ADMIN_URL
 from tests.store.conftest import insert, make_notification
 from tests.support import wait_for
@@ -47,7 +50,7 @@ async def test_schema_has_the_design_indexes(fresh_pg_url: str) -> None:
     defs = " | ".join(r["indexdef"] for r in rows)
     for columns in (
         "(status, next_attempt_at)",
-        "(status, lock_expiry)",
+        "(lock_expiry) WHERE ((status = ANY (ARRAY['pending'::text",
         "(app, idempotency_key) WHERE (idempotency_key IS NOT NULL)",
         "(user_id, created_at)",
         "(target_token)",
@@ -211,15 +214,21 @@ async def _analyzed_table(
     return conn
 
 
-async def test_claims_and_cancels_find_rows_by_primary_key_on_an_idle_table(
+async def test_claims_cancels_and_marks_find_rows_by_primary_key_on_an_idle_table(
     fresh_pg_url: str,
 ) -> None:
-    """Statistics of an idle table show no open documents; the claim must still go by the
-    primary key, not the open-only indexes (which a burst of 100,000 would make a scan)."""
+    """Statistics of an idle table show no open documents; a claim, a cancel and the API's
+    published mark must still go by the primary key, not the open-only indexes (which a
+    burst of 100,000 would make a scan: a mark read the whole backlog each time)."""
     # 20,000 documents, none open
     conn = await _analyzed_table(fresh_pg_url, "'sent'", "now()", "NULL")
     try:
-        for name, query in (("claim", sql.CLAIM_MANY), ("cancel", sql.CANCEL)):
+        statements = (
+            ("claim", sql.CLAIM_MANY),
+            ("cancel", sql.CANCEL),
+            ("mark", sql.MARK_PUBLISHED),
+        )
+        for name, query in statements:
             statement = await conn.prepare(query)
             types = [t.name for t in statement.get_parameters()]
             await conn.execute(f"PREPARE q_{name}({', '.join(types)}) AS {query}")
@@ -230,6 +239,42 @@ async def test_claims_and_cancels_find_rows_by_primary_key_on_an_idle_table(
             assert "Seq Scan" not in plan and "notifications_open" not in plan, plan
     finally:
         await conn.close()
+
+
+async def test_the_lock_recovery_reads_the_locked_not_the_backlog_on_an_idle_table(
+    fresh_pg_url: str,
+) -> None:
+    """Statistics of an idle table show no open documents; a burst then queues 5,000
+    unlocked ones and workers hold 20. The sweeper's expired-lock recovery (every second in
+    every worker) must read the held ones, not walk the backlog: through an open-only index
+    over every open document it read all 5,000 each time (41,000 and 105 ms a sweep in a
+    60,000-notification campaign)."""
+    conn = await _analyzed_table(fresh_pg_url, "'sent'", "now()", "NULL")
+    try:
+        await conn.execute(
+            "INSERT INTO notifications (id, app, target_platform, target_token, status, "
+            "priority, lane, data, created_at, updated_at, locked_by, locked_at, lock_expiry) "
+            "SELECT 'b' || g, 'a', 'fcm', 't' || g, 'pending', 'high', 'bulk', '{}'::jsonb, "
+            "now(), now(), CASE WHEN g <= 20 THEN 'w' END, "
+            "CASE WHEN g <= 20 THEN now() - interval '1 minute' END, "
+            "CASE WHEN g <= 20 THEN now() - interval '30 seconds' END "
+            "FROM generate_series(1, 5000) g"
+        )
+        now = await conn.fetchval("SELECT now()")
+        explained = await explain_generic(conn, sql.RECOVER_EXPIRED_LOCKS, (now, 500, False, "{}"))
+    finally:
+        await conn.close()
+    plan = json.dumps(explained["Plan"], indent=1)
+    assert explained["Plan"]["Actual Rows"] == 20, plan  # it recovered the held ones
+    assert max(_rows_removed(explained["Plan"])) <= 20, plan
+
+
+def _rows_removed(node: dict[str, Any]) -> list[int]:
+    """Rows each node of a plan read and dropped by a filter."""
+    removed = [int(node.get("Rows Removed by Filter", 0))]
+    for child in node.get("Plans", []):
+        removed += _rows_removed(child)
+    return removed
 
 
 class _Rollback(Exception):
